@@ -1,0 +1,179 @@
+"""Grouped-query attention with Grok-1's soft-capped logits, naive and chunked.
+
+Grok-1 has 48 query heads sharing 8 key/value heads (6 queries per KV head). Queries are kept
+as ``[B, T, K, G, H]`` (K kv-heads × G queries each) so K/V are never repeated in memory.
+Logits are made fp32, multiplied by ``attn_output_multiplier``, squashed by
+``30·tanh(x/30)`` (no logit can exceed ±30), masked with -1e30 and soft-maxed in fp32.
+
+Two algorithms compute the same function:
+- ``attend_naive``: the reference's — all T×S logits at once (12 GiB fp32 per layer at 8192).
+- ``attend_chunked``: blocks of queries × blocks of keys with an online softmax (running max
+  and sum), the cap applied inside each block; memory O(block²), blocks above the causal
+  diagonal or past the filled KV memory are skipped.
+Masks are built from positions: key s is visible to query t iff ``k_pos[s] <= q_pos[t]`` and
+``k_valid[s]`` (a real token: not padding, and already written to the KV memory).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from grok_flax.config import GrokConfig
+from grok_flax.quant import linear_param, matmul
+from grok_flax.rope import RotaryEmbedding
+
+MASK_VALUE = -1e30  # the reference's fill for masked logits
+
+
+def soft_cap(logits: jax.Array, cap: float = 30.0) -> jax.Array:
+    """cap · tanh(x / cap): smooth, monotone, bounded by ±cap."""
+    return cap * jnp.tanh(logits / cap)
+
+
+def visibility(q_pos: jax.Array, k_pos: jax.Array, k_valid: jax.Array) -> jax.Array:
+    """[B, T, S] bool: causal (k_pos <= q_pos) and the key is a valid token."""
+    return (k_pos[:, None, :] <= q_pos[:, :, None]) & k_valid[:, None, :]
+
+
+def _logits(q, k, multiplier, cap):
+    # q [B, T, K, G, H], k [B, S, K, H] -> [B, K, G, T, S] fp32 (dot in the activation dtype,
+    # as the reference, then fp32 for everything after).
+    logits = jnp.einsum("btkgh,bskh->bkgts", q, k).astype(jnp.float32)
+    return soft_cap(logits * multiplier, cap)
+
+
+def attend_naive(q, k, v, q_pos, k_pos, k_valid, *, multiplier: float, cap: float = 30.0,
+                 return_weights: bool = False):
+    """Reference attention. q [B,T,K,G,H]; k, v [B,S,K,H]; q_pos [B,T]; k_pos, k_valid [B,S].
+
+    Returns out [B, T, K, G, H] (and weights [B, K, G, T, S] fp32 if asked).
+    """
+    logits = _logits(q, k, multiplier, cap)
+    mask = visibility(q_pos, k_pos, k_valid)[:, None, None]  # [B, 1, 1, T, S]
+    weights = jax.nn.softmax(jnp.where(mask, logits, MASK_VALUE), axis=-1)
+    out = jnp.einsum("bkgts,bskh->btkgh", weights.astype(v.dtype), v)
+    return (out, weights) if return_weights else out
+
+
+def _pad_axis1(x, size, value):
+    pad = size - x.shape[1]
+    if pad == 0:
+        return x
+    widths = [(0, 0)] * x.ndim
+    widths[1] = (0, pad)
+    return jnp.pad(x, widths, constant_values=value)
+
+
+def attend_chunked(q, k, v, q_pos, k_pos, k_valid, *, multiplier: float, cap: float = 30.0,
+                   chunk: int = 512):
+    """Online-softmax attention over [chunk × chunk] blocks; same result as ``attend_naive``.
+
+    Per query block, a scan over key blocks keeps the running max m, sum l and the weighted
+    sum acc (fp32): ``acc ← acc·e^(m_old - m) + e^(s - m)·V``. Blocks that no query of the
+    block can see (above the causal diagonal, or only invalid keys) are skipped.
+    """
+    B, T, K, G, H = q.shape
+    S = k.shape[1]
+    qc, kc = min(chunk, T), min(chunk, S)
+    nq, nk = -(-T // qc), -(-S // kc)
+    qp = _pad_axis1(q, nq * qc, 0).reshape(B, nq, qc, K, G, H).swapaxes(0, 1)
+    qpos = _pad_axis1(q_pos, nq * qc, -1).reshape(B, nq, qc).swapaxes(0, 1)
+    kp = _pad_axis1(k, nk * kc, 0).reshape(B, nk, kc, K, H).swapaxes(0, 1)
+    vp = _pad_axis1(v, nk * kc, 0).reshape(B, nk, kc, K, H).swapaxes(0, 1)
+    kpos = _pad_axis1(k_pos, nk * kc, 0).reshape(B, nk, kc).swapaxes(0, 1)
+    kval = _pad_axis1(k_valid, nk * kc, False).reshape(B, nk, kc).swapaxes(0, 1)
+
+    def one_query_block(args):
+        qb, qpos_b = args  # [B, qc, K, G, H], [B, qc]
+
+        def step(carry, kv_block):
+            m, l, acc = carry
+            kb, vb, kpos_b, kval_b = kv_block
+            visible = visibility(qpos_b, kpos_b, kval_b)[:, None, None]  # [B,1,1,qc,kc]
+
+            def compute(carry):
+                m, l, acc = carry
+                s = jnp.where(visible, _logits(qb, kb, multiplier, cap), MASK_VALUE)
+                m_new = jnp.maximum(m, s.max(axis=-1))  # [B, K, G, qc]
+                p = jnp.exp(s - m_new[..., None])
+                corr = jnp.exp(m - m_new)
+                l = l * corr + p.sum(axis=-1)
+                pv = jnp.einsum("bkgts,bskh->bkgth", p, vb.astype(jnp.float32))
+                return m_new, l, acc * corr[..., None] + pv
+
+            return jax.lax.cond(jnp.any(visible), compute, lambda c: c, carry), None
+
+        init = (jnp.full((B, K, G, qc), MASK_VALUE, jnp.float32),
+                jnp.zeros((B, K, G, qc), jnp.float32),
+                jnp.zeros((B, K, G, qc, H), jnp.float32))
+        (m, l, acc), _ = jax.lax.scan(step, init, (kp, vp, kpos, kval))
+        out = acc / jnp.maximum(l, 1e-30)[..., None]  # [B, K, G, qc, H]
+        return out.transpose(0, 3, 1, 2, 4).astype(v.dtype)  # [B, qc, K, G, H]
+
+    out = jax.lax.map(one_query_block, (qp, qpos))  # [nq, B, qc, K, G, H]
+    return out.swapaxes(0, 1).reshape(B, nq * qc, K, G, H)[:, :T]
+
+
+class Attention(nnx.Module):
+    """The ``multi_head_attention`` block: q/k/v projections, RoPE, KV memory, output proj."""
+
+    def __init__(self, cfg: GrokConfig, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        D, H = cfg.emb_size, cfg.key_size
+        Nq, Nk = cfg.num_q_heads, cfg.num_kv_heads
+        lin = dict(quantized=cfg.quantized, dtype=cfg.pdtype)
+        self.query = linear_param(rngs.params(), (D, Nq * H), blocks=1,
+                                  logical=("embed", "q_heads"), **lin)  # [D, Nq·H]
+        self.key = linear_param(rngs.params(), (D, Nk * H), blocks=1,
+                                logical=("embed", "kv_heads"), **lin)  # [D, Nk·H]
+        self.value = linear_param(rngs.params(), (D, Nk * H), blocks=1,
+                                  logical=("embed", "kv_heads"), **lin)  # [D, Nk·H]
+        self.linear = linear_param(rngs.params(), (Nq * H, D), blocks=cfg.attn_out_scale_blocks,
+                                   logical=("q_heads", "embed"), **lin)  # [Nq·H, D]
+        self.rope = RotaryEmbedding(H, cfg.rope_base)
+
+    def __call__(self, x, positions, kv=None, *, k_pos=None, k_valid, step=None,
+                 return_weights: bool = False):
+        """x [B, T, D]; positions [B, T].
+
+        Without memory (``kv=None``) keys are this call's tokens: ``k_valid`` [B, T].
+        With memory ``kv = (k_mem, v_mem)`` [B, S, K, H], this call's keys/values are written
+        at per-row offsets ``step`` [B] and attention runs over all S slots; ``k_valid``
+        [B, S] then says which slots hold real tokens. Returns (out [B, T, D], new kv or None,
+        weights or None).
+        """
+        cfg = self.cfg
+        B, T, _ = x.shape
+        K, G, H = cfg.num_kv_heads, cfg.q_per_kv, cfg.key_size
+        with jax.named_scope("qkv"):
+            q = matmul(x, self.query.get_value()).reshape(B, T, K * G, H)
+            k = matmul(x, self.key.get_value()).reshape(B, T, K, H)
+            v = matmul(x, self.value.get_value()).reshape(B, T, K, H)
+        q = self.rope(q, positions).reshape(B, T, K, G, H)  # [B, T, K, G, H]
+        k = self.rope(k, positions)
+        new_kv = None
+        if kv is not None:
+            with jax.named_scope("kv_memory_write"):
+                k_mem, v_mem = kv
+                write = jax.vmap(lambda m, u, s: jax.lax.dynamic_update_slice_in_dim(m, u, s, 0))
+                k = write(k_mem, k.astype(k_mem.dtype), step)
+                v = write(v_mem, v.astype(v_mem.dtype), step)
+                new_kv = (k, v)
+                k_pos = jnp.broadcast_to(jnp.arange(k.shape[1]), (B, k.shape[1]))
+        elif k_pos is None:
+            k_pos = positions
+        weights = None
+        args = (q, k.astype(x.dtype), v.astype(x.dtype), positions, k_pos, k_valid)
+        kw = dict(multiplier=cfg.attn_output_multiplier, cap=cfg.attn_logit_cap)
+        with jax.named_scope("attention"):
+            if return_weights or cfg.attention_impl == "naive":
+                out = attend_naive(*args, return_weights=return_weights, **kw)
+                if return_weights:
+                    out, weights = out
+            else:
+                out = attend_chunked(*args, chunk=cfg.attention_chunk, **kw)
+        with jax.named_scope("out_proj"):
+            out = matmul(out.reshape(B, T, K * G * H), self.linear.get_value())
+        return out, new_kv, weights

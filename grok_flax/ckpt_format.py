@@ -1,0 +1,1032 @@
+"""Read and write the tensor files of an official Grok-1 checkpoint, without running pickles.
+
+The format
+==========
+A Grok-1 checkpoint folder (``ckpt-0/``) holds one file per parameter, named
+``tensor00000_000``, ``tensor00001_000``, ... (see :func:`tensor_file_name`).  Each file is
+a Python pickle (protocol 4, written by numpy 1.26) of exactly one of two things:
+
+1. a plain numpy array (float32 or bfloat16 in practice).  Its opcode stream spells out::
+
+       numpy.core.multiarray._reconstruct(numpy.ndarray, (0,), b'b')        # REDUCE
+       .__setstate__((1, shape, dtype, is_fortran, raw_bytes))                # BUILD
+
+   where ``dtype`` is itself ``numpy.dtype('f4', False, True)`` (or, for bfloat16,
+   ``numpy.dtype(ml_dtypes.bfloat16, False, True)``) followed by a BUILD with the dtype
+   state ``(3, '<', None, None, None, elsize, alignment, flags)``;
+
+2. a ``QuantizedWeight8bit`` (a small class from the original ``__main__``)::
+
+       __main__.QuantizedWeight8bit.__new__()                                 # NEWOBJ
+       .__dict__.update({'weight': <int8 array>, 'scales': <bfloat16 array>}) # BUILD
+
+   ``weight`` has shape ``[..., in, out]`` and ``scales`` ``[..., groups, out]``.
+
+Why not just unpickle?
+======================
+Unpickling *executes* the file: a pickle may name any importable callable (``os.system``,
+``builtins.eval``, ...) and call it.  A checkpoint downloaded from the internet must never get
+that power.  So this module contains a small *symbolic* pickle interpreter: it walks the
+opcode stream itself, builds inert stand-ins (strings, ints, tuples, "the global X.Y",
+"N bytes at file offset O") and recognises only the exact call shapes shown above.  Anything
+else -- an unknown global, an unknown opcode, a call with unexpected arguments, a length that
+runs past the end of the file -- raises :class:`CheckpointError` naming the file.
+
+Large payloads are never read while parsing: the interpreter *seeks over* them and remembers
+only where they are (:class:`ArraySpec`).  :func:`read_array` then memory-maps exactly those
+bytes, so a 2 GB expert weight costs no RAM until it is touched.
+
+Writing goes the other way: :func:`write_array_file` and :func:`write_quantized_file` emit,
+by hand, the very opcode stream CPython's pickler produces for numpy 1.26 arrays (same
+memoisation, same framing), streaming the array bytes straight to disk.  Files written here
+are byte-for-byte what the original Grok-1 code writes for the same arrays.
+
+Besides the protocol-4 form above, numpy 2.x pickles at protocols 2-5 are accepted too
+(``numpy._core`` module names; ``numpy._core.numeric._frombuffer(buf, dtype, shape, order)``
+at protocol 5; and at protocol 2 the bytes travel as latin-1 text through
+``_codecs.encode(text, 'latin1')`` -- or ``bytes()`` when empty -- which are recognised,
+never called, as well; such text is held in memory, so it is limited to 1 MiB).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickletools
+import secrets
+import struct
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+import ml_dtypes
+import numpy as np
+
+__all__ = [
+    "ArraySpec",
+    "CheckpointError",
+    "QuantizedSpec",
+    "parse_tensor_file",
+    "read_array",
+    "read_tensor_file",
+    "tensor_file_name",
+    "write_array_file",
+    "write_quantized_file",
+]
+
+
+# =============================================================================================
+# Public API
+# =============================================================================================
+
+
+class CheckpointError(ValueError):
+    """A tensor file is malformed, truncated, hostile, or uses an unsupported feature."""
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """Where one array's raw bytes live inside a tensor file.
+
+    The array's elements are the ``nbytes`` bytes starting at ``offset`` in ``path``, laid
+    out in C order, or in Fortran order when ``fortran_order`` is true.
+
+    ``inline_data`` is only set for protocol-2 pickles, whose bytes are stored in the file
+    as UTF-8 *text* (one character per byte) and therefore cannot be memory-mapped; the
+    decoded bytes are then kept here and ``offset`` is -1.
+    """
+
+    path: str
+    offset: int
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    fortran_order: bool = False
+    inline_data: bytes | None = field(default=None, repr=False)
+
+    @property
+    def size(self) -> int:
+        """Number of elements."""
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        """Number of payload bytes (``size * dtype.itemsize``)."""
+        return self.size * self.dtype.itemsize
+
+
+@dataclass(frozen=True)
+class QuantizedSpec:
+    """A ``QuantizedWeight8bit``: int8 ``weight`` [..., in, out] and ``scales`` [..., G, out].
+
+    The dequantized weight is ``weight * scales`` with each scale row repeated over
+    ``in // G`` consecutive input rows.
+    """
+
+    weight: ArraySpec
+    scales: ArraySpec
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of the (dequantized) weight."""
+        return self.weight.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Storage dtype of the weight (int8)."""
+        return self.weight.dtype
+
+
+def tensor_file_name(index: int, shard: int = 0) -> str:
+    """File name of parameter ``index`` (shard ``shard``), e.g. ``'tensor00003_000'``."""
+    if index < 0 or shard < 0:
+        raise ValueError(f"index and shard must be non-negative, got {index}, {shard}")
+    return f"tensor{index:05d}_{shard:03d}"
+
+
+def parse_tensor_file(path: str | os.PathLike) -> ArraySpec | QuantizedSpec:
+    """Describe the array(s) in one tensor file without reading their data.
+
+    Raises :class:`CheckpointError` if the file is anything but one of the recognised forms.
+    """
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        return _Interpreter(f, path, os.fstat(f.fileno()).st_size).run()
+
+
+def read_array(spec: ArraySpec, mmap: bool = True) -> np.ndarray:
+    """Return the array described by ``spec``.
+
+    With ``mmap=True`` (the default) the result is a read-only ``np.memmap`` over exactly the
+    payload bytes: nothing is read until the elements are used.  With ``mmap=False`` the
+    bytes are read into a fresh, writable in-memory array.  (Empty arrays and protocol-2
+    payloads cannot be mapped; they always come back as in-memory arrays, read-only when
+    ``mmap=True``.)
+    """
+    order = "F" if spec.fortran_order else "C"
+    if spec.inline_data is not None or spec.nbytes == 0:
+        data = spec.inline_data or b""
+        array = np.frombuffer(data, dtype=spec.dtype).reshape(spec.shape, order=order)
+        return array if mmap else array.copy()
+    if mmap:
+        return np.memmap(
+            spec.path, dtype=spec.dtype, mode="r", offset=spec.offset, shape=spec.shape,
+            order=order,
+        )
+    flat = np.empty(spec.nbytes, dtype=np.uint8)
+    with open(spec.path, "rb") as f:
+        f.seek(spec.offset)
+        view, done = memoryview(flat), 0
+        while done < spec.nbytes:
+            n = f.readinto(view[done:])
+            if not n:
+                raise CheckpointError(f"{spec.path}: file ends inside the array payload")
+            done += n
+    return flat.view(spec.dtype).reshape(spec.shape, order=order)
+
+
+def read_tensor_file(path: str | os.PathLike) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Parse and memory-map one tensor file: an array, or ``(weight, scales)`` if quantized."""
+    spec = parse_tensor_file(path)
+    if isinstance(spec, QuantizedSpec):
+        return read_array(spec.weight), read_array(spec.scales)
+    return read_array(spec)
+
+
+def write_array_file(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write ``array`` as a tensor file exactly like the original Grok-1 code would.
+
+    Supported dtypes: float32, float16, bfloat16, int8, int32, float64 (else ValueError).
+    The file appears atomically (temp file + ``os.replace``).
+    """
+    array = np.asarray(array)
+    _dtype_pickle_form(array.dtype)  # validate before touching the disk
+    _write_atomically(path, lambda w: w.save_array(array))
+
+
+def write_quantized_file(
+    path: str | os.PathLike, weight: np.ndarray, scales: np.ndarray
+) -> None:
+    """Write a ``__main__.QuantizedWeight8bit(weight=int8, scales=float)`` tensor file."""
+    weight, scales = np.asarray(weight), np.asarray(scales)
+    _dtype_pickle_form(scales.dtype)  # little-endian and supported, before touching the disk
+    if weight.dtype != np.int8:
+        raise ValueError(f"quantized weight must be int8, got {weight.dtype}")
+    if scales.dtype.name not in _SCALE_DTYPES:
+        raise ValueError(f"quantized scales must be one of {_SCALE_DTYPES}, got {scales.dtype}")
+    problem = _quantized_shape_problem(weight.shape, scales.shape)
+    if problem:
+        raise ValueError(problem)
+
+    _write_atomically(path, lambda w: w.save_quantized(weight, scales))
+
+
+# =============================================================================================
+# Dtypes
+# =============================================================================================
+
+# How numpy pickles each supported dtype: ``numpy.dtype(<name>, False, True)``.  bfloat16 is
+# not a builtin numpy type, so its "name" is the global ``ml_dtypes.bfloat16``.
+_DTYPE_CODES = {"float32": "f4", "float16": "f2", "int8": "i1", "int32": "i4", "float64": "f8"}
+_BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
+_CODE_TO_DTYPE = {code: np.dtype(code).newbyteorder("<") for code in _DTYPE_CODES.values()}
+_SCALE_DTYPES = ("bfloat16", "float16", "float32")
+
+# The ``flags`` field of the dtype state as written by numpy 1.26 (the original checkpoint
+# code).  numpy ignores it when loading; we only reproduce it to write identical files.
+_BFLOAT16_STATE_FLAGS = 80
+
+
+def _dtype_pickle_form(dtype: np.dtype) -> str | None:
+    """``'f4'``-style code for a builtin dtype, ``None`` for bfloat16; ValueError otherwise."""
+    little = dtype.byteorder in "<|" or (dtype.byteorder == "=" and sys.byteorder == "little")
+    if dtype == _BFLOAT16 and little:
+        return None
+    if dtype.name in _DTYPE_CODES and little:
+        return _DTYPE_CODES[dtype.name]
+    raise ValueError(
+        f"unsupported dtype {dtype!r}: tensor files hold little-endian "
+        f"{', '.join([*_DTYPE_CODES, 'bfloat16'])}"
+    )
+
+
+def _quantized_shape_problem(weight: tuple[int, ...], scales: tuple[int, ...]) -> str | None:
+    """Why ``scales`` cannot scale ``weight`` ([..., in, out] vs [..., G, out]), or None."""
+    if len(weight) < 2 or len(weight) != len(scales):
+        return f"weight {weight} and scales {scales} must have the same rank >= 2"
+    if weight[:-2] != scales[:-2] or weight[-1] != scales[-1]:
+        return f"weight {weight} and scales {scales} differ outside the group axis (-2)"
+    if scales[-2] == 0 or weight[-2] % scales[-2]:
+        return f"weight rows {weight[-2]} are not divisible into {scales[-2]} scale groups"
+    return None
+
+
+# =============================================================================================
+# Pickle opcodes
+# =============================================================================================
+#
+# Every opcode this module reads or writes: one byte each, named as in ``pickletools`` (whose
+# documentation describes their arguments).  Any other opcode in a file is an error; the
+# last two (protocol 5's out-of-band buffers) are listed only to refuse them by name.
+
+_PROTO, _FRAME, _STOP = b"\x80", b"\x95", b"."
+_MEMOIZE, _BINPUT, _LONG_BINPUT, _BINGET, _LONG_BINGET = b"\x94", b"q", b"r", b"h", b"j"
+_NONE, _NEWTRUE, _NEWFALSE = b"N", b"\x88", b"\x89"
+_BININT, _BININT1, _BININT2, _LONG1 = b"J", b"K", b"M", b"\x8a"
+_SHORT_BINUNICODE, _BINUNICODE, _BINUNICODE8 = b"\x8c", b"X", b"\x8d"
+_SHORT_BINBYTES, _BINBYTES, _BINBYTES8, _BYTEARRAY8 = b"C", b"B", b"\x8e", b"\x96"
+_MARK, _EMPTY_TUPLE, _TUPLE, _TUPLE1, _TUPLE2, _TUPLE3 = b"(", b")", b"t", b"\x85", b"\x86", b"\x87"
+_EMPTY_DICT, _SETITEM, _SETITEMS = b"}", b"s", b"u"
+_GLOBAL, _STACK_GLOBAL, _REDUCE, _NEWOBJ, _BUILD = b"c", b"\x93", b"R", b"\x81", b"b"
+_NEXT_BUFFER, _READONLY_BUFFER = b"\x97", b"\x98"
+
+
+# =============================================================================================
+# Reading: a symbolic pickle interpreter
+# =============================================================================================
+#
+# The interpreter keeps pickle's two data structures -- the *stack* and the *memo* (a table
+# of earlier values that BINGET can fetch again) -- but its values are inert:
+#
+#   str / int / bool / None / tuple    ordinary Python values, built from the opcodes
+#   _Global                            "the callable/class X.Y" (only allow-listed names)
+#   _Bytes                             "N bytes at file offset O" (contents not read)
+#   dict                               a dictionary with string keys
+#   _Dtype / _Array / _Quantized       the objects the recognised calls produce
+#
+# REDUCE (call), NEWOBJ (instantiate) and BUILD (set state) check that their operands have
+# exactly the expected shape and produce the next stand-in; nothing is ever imported or
+# called.
+
+# Limits that keep hostile files from exhausting memory or time.  Real tensor files use
+# ~120 opcodes, strings of < 30 characters and a stack depth of ~10.
+_MAX_STRING = 1 << 20
+_MAX_STACK = 10_000
+_MAX_MEMO = 10_000
+_MAX_OPCODES = 100_000
+_MAX_NDIM = 64
+_SMALL_BYTES = 64  # bytes objects up to this size are read (to recognise b'b'); larger skipped
+
+# Every global the recognised forms mention, mapped to its role.
+_ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): "_reconstruct",
+    ("numpy._core.multiarray", "_reconstruct"): "_reconstruct",
+    ("numpy", "ndarray"): "ndarray",
+    ("numpy", "dtype"): "dtype",
+    ("numpy.core.numeric", "_frombuffer"): "_frombuffer",
+    ("numpy._core.numeric", "_frombuffer"): "_frombuffer",
+    ("ml_dtypes", "bfloat16"): "bfloat16",
+    ("_codecs", "encode"): "encode",
+    ("__builtin__", "bytes"): "bytes",
+    ("builtins", "bytes"): "bytes",
+    ("__main__", "QuantizedWeight8bit"): "QuantizedWeight8bit",
+    ("model", "QuantizedWeight8bit"): "QuantizedWeight8bit",
+}
+_QUANTIZED_CLASS = ("__main__", "QuantizedWeight8bit")
+
+_OPCODE_NAMES = {op.code.encode("latin-1"): op.name for op in pickletools.opcodes}
+
+
+@dataclass(frozen=True)
+class _Global:
+    role: str  # a value of _ALLOWED_GLOBALS
+    qualname: str  # "module.name", for messages
+
+
+@dataclass(frozen=True)
+class _Bytes:
+    offset: int  # file offset of the first payload byte
+    length: int
+    value: bytes | None = None  # the contents, if small (or decoded from latin-1 text)
+    inline: bool = False  # True: ``value`` is the payload; the file holds it as text
+
+
+class _Dtype:
+    """``numpy.dtype(code, False, True)``; becomes usable once BUILD gives it its state."""
+
+    def __init__(self, dtype: np.dtype):
+        self.dtype = dtype
+        self.built = False
+
+
+class _Array:
+    """An ndarray: from ``_reconstruct`` (then BUILD) or complete from ``_frombuffer``."""
+
+    def __init__(self) -> None:
+        self.layout: tuple[tuple[int, ...], np.dtype, bool, _Bytes] | None = None
+
+
+class _Quantized:
+    """``QuantizedWeight8bit()``; BUILD supplies its weight and scales."""
+
+    def __init__(self) -> None:
+        self.spec: QuantizedSpec | None = None
+
+
+_MARK_OBJ = object()  # what the MARK opcode pushes
+
+
+class _Interpreter:
+    """Walks one pickle stream, reading the file incrementally."""
+
+    def __init__(self, f: BinaryIO, path: str, file_size: int):
+        self.f, self.path, self.file_size = f, path, file_size
+        self.pos = 0  # offset of the next unread byte
+        self.op_pos = 0  # offset of the opcode being executed (for messages)
+        self.stack: list = []
+        self.memo: dict[int, object] = {}
+        self.dispatch = self._dispatch_table()
+
+    # ---- driver ------------------------------------------------------------------------------
+
+    def run(self) -> ArraySpec | QuantizedSpec:
+        """Execute the stream up to STOP and return what it describes."""
+        if self.file_size == 0:
+            raise self.error("file is empty")
+        if self.read(1) != _PROTO or not 2 <= self.read(1)[0] <= 5:
+            raise self.error("not a pickle of protocol 2-5 (no PROTO opcode at the start)")
+        for _ in range(_MAX_OPCODES):
+            self.op_pos = self.pos
+            code = self.read(1)
+            if code == _STOP:
+                return self.finish()
+            handler = self.dispatch.get(code)
+            if handler is None:
+                name = _OPCODE_NAMES.get(code, "not a pickle opcode")
+                if code in (_NEXT_BUFFER, _READONLY_BUFFER):
+                    name += "; out-of-band buffers are not supported"
+                raise self.error(f"unsupported opcode {code!r} ({name})")
+            handler()
+            if len(self.stack) > _MAX_STACK:
+                raise self.error(f"stack grew beyond {_MAX_STACK} items")
+        raise self.error(f"more than {_MAX_OPCODES} opcodes")
+
+    def finish(self) -> ArraySpec | QuantizedSpec:
+        """STOP: the stack must hold exactly the finished result, and the file must end."""
+        if self.pos != self.file_size:
+            raise self.error(f"{self.file_size - self.pos} trailing bytes after STOP")
+        if len(self.stack) != 1:
+            raise self.error(f"STOP with {len(self.stack)} items on the stack instead of 1")
+        result = self.stack[0]
+        if isinstance(result, _Array) and result.layout is not None:
+            return self.array_spec(result)
+        if isinstance(result, _Quantized) and result.spec is not None:
+            return result.spec
+        raise self.error(f"the pickle describes {_describe(result)}, not an array")
+
+    def error(self, message: str) -> CheckpointError:
+        return CheckpointError(f"{self.path}: {message} (opcode at byte {self.op_pos})")
+
+    # ---- reading the file ---------------------------------------------------------------------
+
+    def read(self, n: int) -> bytes:
+        self.check_length(n)
+        data = self.f.read(n)
+        if len(data) != n:
+            raise self.error("file is truncated")
+        self.pos += n
+        return data
+
+    def check_length(self, n: int) -> None:
+        if n > self.file_size - self.pos:
+            raise self.error(
+                f"length {n} runs past the end of the file ({self.file_size - self.pos} "
+                "bytes left); the file is truncated or corrupt"
+            )
+
+    def read_uint(self, size: int) -> int:
+        return int.from_bytes(self.read(size), "little")
+
+    def read_line(self) -> str:
+        """A newline-terminated name, as the text opcode GLOBAL uses."""
+        line = bytearray()
+        while (c := self.read(1)) != b"\n":
+            line += c
+            if len(line) > 1024:
+                raise self.error("GLOBAL name longer than 1024 bytes")
+        return line.decode("utf-8", "replace")
+
+    # ---- stack helpers ------------------------------------------------------------------------
+
+    def push(self, value: object) -> None:
+        self.stack.append(value)
+
+    def pop(self) -> object:
+        if not self.stack or self.stack[-1] is _MARK_OBJ:
+            raise self.error("stack underflow")
+        return self.stack.pop()
+
+    def pop_to_mark(self) -> list:
+        for i in range(len(self.stack) - 1, -1, -1):
+            if self.stack[i] is _MARK_OBJ:
+                items = self.stack[i + 1:]
+                del self.stack[i:]
+                return items
+        raise self.error("no MARK on the stack")
+
+    def pop_n(self, n: int) -> list:
+        items = [self.pop() for _ in range(n)]
+        return items[::-1]
+
+    # ---- opcodes ------------------------------------------------------------------------------
+
+    def _dispatch_table(self) -> dict:
+        op = self
+        return {
+            _FRAME: op.frame,
+            # memo
+            _MEMOIZE: lambda: op.put(len(op.memo)),
+            _BINPUT: lambda: op.put(op.read_uint(1)),
+            _LONG_BINPUT: lambda: op.put(op.read_uint(4)),
+            _BINGET: lambda: op.get(op.read_uint(1)),
+            _LONG_BINGET: lambda: op.get(op.read_uint(4)),
+            # constants
+            _NONE: lambda: op.push(None),
+            _NEWTRUE: lambda: op.push(True),
+            _NEWFALSE: lambda: op.push(False),
+            _BININT: lambda: op.push(int.from_bytes(op.read(4), "little", signed=True)),
+            _BININT1: lambda: op.push(op.read_uint(1)),
+            _BININT2: lambda: op.push(op.read_uint(2)),
+            _LONG1: op.long1,
+            _SHORT_BINUNICODE: lambda: op.unicode(op.read_uint(1)),
+            _BINUNICODE: lambda: op.unicode(op.read_uint(4)),
+            _BINUNICODE8: lambda: op.unicode(op.read_uint(8)),
+            _SHORT_BINBYTES: lambda: op.bytes_(op.read_uint(1)),
+            _BINBYTES: lambda: op.bytes_(op.read_uint(4)),
+            _BINBYTES8: lambda: op.bytes_(op.read_uint(8)),
+            _BYTEARRAY8: lambda: op.bytes_(op.read_uint(8)),
+            # containers
+            _MARK: lambda: op.push(_MARK_OBJ),
+            _EMPTY_TUPLE: lambda: op.push(()),
+            _TUPLE1: lambda: op.push(tuple(op.pop_n(1))),
+            _TUPLE2: lambda: op.push(tuple(op.pop_n(2))),
+            _TUPLE3: lambda: op.push(tuple(op.pop_n(3))),
+            _TUPLE: lambda: op.push(tuple(op.pop_to_mark())),
+            _EMPTY_DICT: lambda: op.push({}),
+            _SETITEM: lambda: op.setitems(op.pop_n(2)),
+            _SETITEMS: lambda: op.setitems(op.pop_to_mark()),
+            # globals and object construction
+            _GLOBAL: lambda: op.global_(op.read_line(), op.read_line()),
+            _STACK_GLOBAL: op.stack_global,
+            _REDUCE: op.reduce,
+            _NEWOBJ: op.newobj,
+            _BUILD: op.build,
+        }
+
+    def frame(self) -> None:
+        # A frame only groups the following opcodes for buffered reading; we read
+        # incrementally anyway, so it suffices to check that its length is plausible.
+        self.check_length(self.read_uint(8))
+
+    def put(self, index: int) -> None:
+        if len(self.memo) >= _MAX_MEMO:
+            raise self.error(f"memo grew beyond {_MAX_MEMO} entries")
+        if not self.stack or self.stack[-1] is _MARK_OBJ:
+            raise self.error("memoize with nothing on the stack")
+        self.memo[index] = self.stack[-1]
+
+    def get(self, index: int) -> None:
+        if index not in self.memo:
+            raise self.error(f"memo slot {index} is read before it was set")
+        self.push(self.memo[index])
+
+    def long1(self) -> None:
+        n = self.read_uint(1)
+        if n > 8:
+            raise self.error(f"LONG1 integer of {n} bytes is implausibly large")
+        self.push(int.from_bytes(self.read(n), "little", signed=True))
+
+    def unicode(self, n: int) -> None:
+        if n > _MAX_STRING:
+            raise self.error(f"string of {n} bytes exceeds the {_MAX_STRING}-byte limit")
+        try:
+            self.push(self.read(n).decode("utf-8", "surrogatepass"))
+        except UnicodeDecodeError as e:
+            raise self.error(f"invalid UTF-8 string: {e}") from None
+
+    def bytes_(self, n: int) -> None:
+        offset = self.pos
+        if n <= _SMALL_BYTES:
+            self.push(_Bytes(offset, n, self.read(n)))
+            return
+        self.check_length(n)
+        self.f.seek(n, os.SEEK_CUR)  # skip the payload: only its location matters
+        self.pos += n
+        self.push(_Bytes(offset, n))
+
+    def setitems(self, items: list) -> None:
+        if len(items) % 2:
+            raise self.error("SETITEMS with an odd number of items")
+        target = self.pop()
+        if not isinstance(target, dict):
+            raise self.error(f"SETITEM(S) on {_describe(target)}, not a dict")
+        for key, value in zip(items[::2], items[1::2], strict=True):
+            if not isinstance(key, str) or key in target:
+                raise self.error(f"bad or repeated dict key {_describe(key)}")
+            target[key] = value
+        self.push(target)
+
+    def global_(self, module: str, name: str) -> None:
+        role = _ALLOWED_GLOBALS.get((module, name))
+        if role is None:
+            raise self.error(f"forbidden global {module}.{name}")
+        self.push(_Global(role, f"{module}.{name}"))
+
+    def stack_global(self) -> None:
+        module, name = self.pop_n(2)
+        if not isinstance(module, str) or not isinstance(name, str):
+            raise self.error("STACK_GLOBAL operands are not strings")
+        self.global_(module, name)
+
+    # ---- the recognised calls -----------------------------------------------------------------
+
+    def reduce(self) -> None:
+        """``callable(*args)`` -- only the recognised calls are accepted."""
+        args = self.pop()
+        func = self.pop()
+        if not isinstance(func, _Global) or not isinstance(args, tuple):
+            raise self.error(f"REDUCE of {_describe(func)} with {_describe(args)}")
+        recognise = {
+            "_reconstruct": self.reduce_reconstruct,
+            "dtype": self.reduce_dtype,
+            "_frombuffer": self.reduce_frombuffer,
+            "encode": self.reduce_encode,
+            "bytes": self.reduce_bytes,
+        }.get(func.role)
+        result = recognise(args) if recognise else None
+        if result is None:
+            raise self.error(f"unexpected call {func.qualname}{_describe(args)}")
+        self.push(result)
+
+    def reduce_reconstruct(self, args: tuple) -> _Array | None:
+        """``_reconstruct(numpy.ndarray, (0,), b'b')``: an empty array awaiting BUILD."""
+        if (
+            len(args) == 3
+            and _is_global(args[0], "ndarray")
+            and _is_tuple_of(args[1], 1) and type(args[1][0]) is int and args[1][0] == 0
+            and isinstance(args[2], _Bytes) and args[2].value == b"b"
+        ):
+            return _Array()
+        return None
+
+    def reduce_dtype(self, args: tuple) -> _Dtype | None:
+        """``numpy.dtype(code, False, True)``: a dtype awaiting its BUILD state."""
+        if len(args) != 3 or args[1] is not False or args[2] is not True:
+            return None
+        code = args[0]
+        if _is_global(code, "bfloat16"):
+            return _Dtype(_BFLOAT16)
+        if isinstance(code, str) and code in _CODE_TO_DTYPE:
+            return _Dtype(_CODE_TO_DTYPE[code])
+        if isinstance(code, str):
+            raise self.error(f"unsupported dtype {code[:40]!r}")
+        return None
+
+    def reduce_frombuffer(self, args: tuple) -> _Array | None:
+        """numpy at protocol 5: ``_frombuffer(bytes, dtype, shape, 'C' | 'F')``."""
+        if len(args) == 5:
+            raise self.error("axis-permuted ('K' order) arrays are not supported")
+        if len(args) != 4 or args[3] not in ("C", "F"):
+            return None
+        array = _Array()
+        array.layout = self.check_layout(args[2], args[1], args[3] == "F", args[0])
+        return array
+
+    def reduce_encode(self, args: tuple) -> _Bytes | None:
+        """Protocol 2 stores bytes as ``_codecs.encode(text, 'latin1')``; decode the text."""
+        if len(args) != 2 or not isinstance(args[0], str) or args[1] != "latin1":
+            return None
+        try:
+            data = args[0].encode("latin-1")
+        except UnicodeEncodeError:
+            raise self.error("latin-1 payload text contains characters above 255") from None
+        return _Bytes(-1, len(data), data, inline=True)
+
+    def reduce_bytes(self, args: tuple) -> _Bytes | None:
+        """Protocol 2 stores an empty payload as ``bytes()``."""
+        return _Bytes(-1, 0, b"", inline=True) if args == () else None
+
+    def newobj(self) -> None:
+        """``cls.__new__(cls)`` -- only for ``QuantizedWeight8bit`` with no arguments."""
+        args = self.pop()
+        cls = self.pop()
+        if not _is_global(cls, "QuantizedWeight8bit") or args != ():
+            raise self.error(f"NEWOBJ of {_describe(cls)} with {_describe(args)}")
+        self.push(_Quantized())
+
+    def build(self) -> None:
+        """``obj.__setstate__(state)`` for a fresh dtype, array or QuantizedWeight8bit."""
+        state = self.pop()
+        obj = self.pop()
+        if isinstance(obj, _Dtype) and not obj.built:
+            self.check_dtype_state(obj.dtype, state)
+            obj.built = True
+        elif isinstance(obj, _Array) and obj.layout is None:
+            if not (_is_tuple_of(state, 5) and state[0] == 1 and type(state[0]) is int):
+                raise self.error(f"ndarray state {_describe(state)} is not (1, shape, ...)")
+            _, shape, dtype, fortran, data = state
+            if not isinstance(fortran, bool):
+                raise self.error("ndarray state: is_fortran is not a bool")
+            obj.layout = self.check_layout(shape, dtype, fortran, data)
+        elif isinstance(obj, _Quantized) and obj.spec is None:
+            obj.spec = self.check_quantized_state(state)
+        else:
+            raise self.error(f"BUILD of {_describe(obj)} is not allowed")
+        self.push(obj)
+
+    # ---- checks on the recognised objects ----------------------------------------------------
+
+    def check_dtype_state(self, dtype: np.dtype, state: object) -> None:
+        """``(3, byteorder, None, None, None, elsize, alignment, flags)``."""
+        if not _is_tuple_of(state, 8) or state[0] != 3 or state[2:5] != (None, None, None):
+            raise self.error(f"dtype state {_describe(state)} is not a plain version-3 state")
+        byteorder, elsize, alignment, flags = state[1], *state[5:]
+        expected = "|" if dtype.itemsize == 1 else "<"
+        if byteorder != expected:
+            raise self.error(f"dtype {dtype.name} with byte order {_describe(byteorder)}")
+        sizes = (elsize, alignment)
+        if not all(type(v) is int for v in (elsize, alignment, flags)) or sizes not in (
+            (-1, -1), (dtype.itemsize, dtype.alignment)
+        ):
+            raise self.error(f"dtype {dtype.name} with inconsistent state {_describe(state)}")
+
+    def check_layout(
+        self, shape: object, dtype: object, fortran: bool, data: object
+    ) -> tuple[tuple[int, ...], np.dtype, bool, _Bytes]:
+        """Validate (shape, dtype, fortran, payload) and return them."""
+        if not (
+            isinstance(shape, tuple) and len(shape) <= _MAX_NDIM
+            and all(type(d) is int and d >= 0 for d in shape)
+        ):
+            raise self.error(f"array shape {_describe(shape)} is not a tuple of dims >= 0")
+        if not isinstance(dtype, _Dtype) or not dtype.built:
+            raise self.error(f"array dtype is {_describe(dtype)}, not a numpy dtype")
+        if not isinstance(data, _Bytes):
+            raise self.error(f"array payload is {_describe(data)}, not bytes")
+        expected = math.prod(shape) * dtype.dtype.itemsize
+        if data.length != expected:
+            raise self.error(
+                f"array {shape} {dtype.dtype.name} needs {expected} bytes, "
+                f"payload has {data.length}"
+            )
+        return shape, dtype.dtype, fortran, data
+
+    def check_quantized_state(self, state: object) -> QuantizedSpec:
+        if not isinstance(state, dict) or set(state) != {"weight", "scales"}:
+            raise self.error(f"QuantizedWeight8bit state {_describe(state)} is not "
+                             "{'weight': ..., 'scales': ...}")
+        for key, value in state.items():
+            if not isinstance(value, _Array) or value.layout is None:
+                raise self.error(f"QuantizedWeight8bit.{key} is {_describe(value)}")
+        spec = QuantizedSpec(self.array_spec(state["weight"]), self.array_spec(state["scales"]))
+        if spec.weight.dtype != np.int8 or spec.scales.dtype.name not in _SCALE_DTYPES:
+            raise self.error(
+                f"QuantizedWeight8bit with weight {spec.weight.dtype} / scales "
+                f"{spec.scales.dtype} (expected int8 / one of {_SCALE_DTYPES})"
+            )
+        problem = _quantized_shape_problem(spec.weight.shape, spec.scales.shape)
+        if problem:
+            raise self.error(f"QuantizedWeight8bit: {problem}")
+        return spec
+
+    def array_spec(self, array: _Array) -> ArraySpec:
+        shape, dtype, fortran, data = array.layout
+        inline = data.value if data.inline else None
+        return ArraySpec(self.path, data.offset, shape, dtype, fortran, inline)
+
+
+def _is_global(value: object, role: str) -> bool:
+    return isinstance(value, _Global) and value.role == role
+
+
+def _is_tuple_of(value: object, n: int) -> bool:
+    return isinstance(value, tuple) and len(value) == n
+
+
+def _describe(value: object) -> str:
+    """A short, non-recursive description of a stand-in value for error messages."""
+    if isinstance(value, (bool, int, type(None))):
+        return repr(value)
+    if isinstance(value, str):
+        return repr(value[:40]) + ("..." if len(value) > 40 else "")
+    if isinstance(value, tuple):
+        inner = ", ".join(
+            _describe(v) if isinstance(v, (bool, int, str, type(None))) else type(v).__name__
+            for v in value[:8]
+        )
+        return f"({inner}{', ...' if len(value) > 8 else ''})"
+    if isinstance(value, _Global):
+        return f"global {value.qualname}"
+    if isinstance(value, _Bytes):
+        return f"{value.length} bytes"
+    if isinstance(value, dict):
+        return f"dict with keys {sorted(value)[:8]}"
+    return {_Dtype: "a numpy dtype", _Array: "an ndarray", _Quantized: "a QuantizedWeight8bit"}.get(
+        type(value), type(value).__name__
+    )
+
+
+# =============================================================================================
+# Writing: the opcode stream CPython's pickler emits for numpy 1.26 objects
+# =============================================================================================
+#
+# Protocol 4 details that matter for byte-identical output:
+# * after PROTO, opcodes are grouped into *frames*: ``FRAME <u64 length>`` + that many bytes;
+#   a frame shorter than 4 bytes is written without the FRAME header;
+# * a bytes payload of 64 KiB or more bypasses framing: the current frame is closed, and the
+#   payload's opcode and bytes are written directly (a new frame starts afterwards);
+# * every saved string, bytes, tuple, global and object is *memoized* (MEMOIZE assigns the
+#   next memo index); saving the same object again emits BINGET instead.  Empty tuples, ints
+#   and bools are not memoized.
+
+_FRAME_SIZE_TARGET = 64 * 1024
+_FRAME_SIZE_MIN = 4
+_WRITE_CHUNK = 16 << 20
+
+
+class _PickleWriter:
+    """Emits protocol-4 opcodes to a binary file, framed and memoized like CPython does.
+
+    Each ``save_*`` method mirrors one call of the pickler's internal ``save(obj)``.  The
+    pickler closes a frame that has reached 64 KiB at the *start* of every such call, so
+    every ``save_*`` begins with :meth:`begin_save`.
+
+    ``numpy_core`` and ``bfloat16_flags`` are what numpy 1.26 writes; numpy 2.x writes
+    ``"numpy._core"`` and 64 instead (the tests use that to compare against the live
+    pickler).
+    """
+
+    def __init__(
+        self, f: BinaryIO, numpy_core: str = "numpy.core",
+        bfloat16_flags: int = _BFLOAT16_STATE_FLAGS,
+    ):
+        self.f = f
+        self.numpy_core = numpy_core
+        self.bfloat16_flags = bfloat16_flags
+        self.frame = bytearray()
+        self.memo: dict[object, int] = {}
+        self.memo_size = 0
+
+    # ---- low level ---------------------------------------------------------------------------
+
+    def op(self, data: bytes | memoryview) -> None:
+        self.frame += data
+
+    def begin_save(self) -> None:
+        if len(self.frame) >= _FRAME_SIZE_TARGET:
+            self.commit_frame()
+
+    def commit_frame(self) -> None:
+        if len(self.frame) >= _FRAME_SIZE_MIN:
+            self.f.write(_FRAME + struct.pack("<Q", len(self.frame)))
+        self.f.write(self.frame)
+        self.frame = bytearray()
+
+    def memoize(self, key: object = None) -> None:
+        """Record the value just written in the next memo slot (``key=None``: never reused)."""
+        if key is not None:
+            self.memo[key] = self.memo_size
+        self.memo_size += 1
+        self.op(_MEMOIZE)
+
+    def get(self, key: object) -> bool:
+        """Emit BINGET for an already-saved value; return whether it was memoized."""
+        index = self.memo.get(key)
+        if index is None:
+            return False
+        self.op(_BINGET + bytes([index]) if index < 256 else _LONG_BINGET + _u32(index))
+        return True
+
+    # ---- plain values ----------------------------------------------------------------------------
+
+    def save_const(self, opcode: bytes) -> None:
+        """None, True or False (NONE / NEWTRUE / NEWFALSE); never memoized."""
+        self.begin_save()
+        self.op(opcode)
+
+    def save_int(self, value: int) -> None:
+        self.begin_save()
+        if 0 <= value < 1 << 8:
+            self.op(_BININT1 + bytes([value]))
+        elif 0 <= value < 1 << 16:
+            self.op(_BININT2 + struct.pack("<H", value))
+        elif -(1 << 31) <= value < 1 << 31:
+            self.op(_BININT + struct.pack("<i", value))
+        else:
+            encoded = value.to_bytes((value.bit_length() + 8) // 8, "little", signed=True)
+            self.op(_LONG1 + bytes([len(encoded)]) + encoded)
+
+    def save_str(self, text: str) -> None:
+        self.begin_save()
+        if self.get(("str", text)):
+            return
+        data = text.encode("utf-8")
+        if len(data) < 256:
+            self.op(_SHORT_BINUNICODE + bytes([len(data)]) + data)
+        else:
+            self.op(_BINUNICODE + _u32(len(data)) + data)
+        self.memoize(("str", text))
+
+    def save_tuple(self, save_items: list) -> None:
+        """A fresh tuple whose items are saved by the given zero-argument callables."""
+        self.begin_save()
+        if not save_items:
+            self.op(_EMPTY_TUPLE)
+            return
+        if len(save_items) > 3:
+            self.op(_MARK)
+        for save_item in save_items:
+            save_item()
+        self.op((_TUPLE1, _TUPLE2, _TUPLE3)[len(save_items) - 1]
+                if len(save_items) <= 3 else _TUPLE)
+        self.memoize()
+
+    def save_ints(self, values: tuple[int, ...]) -> None:
+        """A tuple of ints, e.g. a shape."""
+        self.save_tuple([lambda v=v: self.save_int(v) for v in values])
+
+    def save_global(self, module: str, name: str) -> None:
+        self.begin_save()
+        if self.get(("global", module, name)):
+            return
+        self.save_str(module)
+        self.save_str(name)
+        self.op(_STACK_GLOBAL)
+        self.memoize(("global", module, name))
+
+    def save_payload(self, chunks: Iterator[np.ndarray], nbytes: int) -> None:
+        """A bytes object, streamed from ``chunks``; large ones bypass the frame."""
+        self.begin_save()
+        if nbytes < 256:
+            header = _SHORT_BINBYTES + bytes([nbytes])
+        elif nbytes <= 0xFFFFFFFF:
+            header = _BINBYTES + _u32(nbytes)
+        else:
+            header = _BINBYTES8 + struct.pack("<Q", nbytes)
+        if nbytes >= _FRAME_SIZE_TARGET:
+            self.commit_frame()
+            self.f.write(header)
+            for chunk in chunks:
+                self.f.write(chunk)
+        else:
+            self.op(header)
+            for chunk in chunks:
+                self.op(memoryview(chunk))
+        self.memoize()
+
+    # ---- numpy objects -------------------------------------------------------------------------
+
+    def save_dtype(self, dtype: np.dtype) -> None:
+        """``numpy.dtype(code, False, True)`` + BUILD with its version-3 state."""
+        code = _dtype_pickle_form(dtype)
+        self.begin_save()
+        if self.get(("dtype", dtype.name)):
+            return
+        self.save_global("numpy", "dtype")
+        self.save_tuple([
+            (lambda: self.save_global("ml_dtypes", "bfloat16")) if code is None
+            else (lambda: self.save_str(code)),
+            lambda: self.save_const(_NEWFALSE),
+            lambda: self.save_const(_NEWTRUE),
+        ])
+        self.op(_REDUCE)
+        self.memoize(("dtype", dtype.name))
+        # (3, byteorder, subarray, names, fields, elsize, alignment, flags); builtin dtypes
+        # use -1 for "the usual size and alignment"; bfloat16 is user-defined and explicit.
+        sizes = (-1, -1, 0) if code else (dtype.itemsize, dtype.alignment, self.bfloat16_flags)
+        self.save_tuple([
+            lambda: self.save_int(3),
+            lambda: self.save_str("|" if dtype.itemsize == 1 else "<"),
+            *[lambda: self.save_const(_NONE)] * 3,
+            *[lambda v=v: self.save_int(v) for v in sizes],
+        ])
+        self.op(_BUILD)
+
+    def save_array(self, array: np.ndarray) -> None:
+        """``_reconstruct(ndarray, (0,), b'b')`` + BUILD ``(1, shape, dtype, fortran, bytes)``."""
+        # Like numpy: an array that is Fortran- but not C-contiguous is stored in Fortran
+        # order, and its bytes are then the C-order bytes of its transpose.
+        fortran = bool(array.flags.f_contiguous and not array.flags.c_contiguous)
+        self.begin_save()
+        self.save_global(f"{self.numpy_core}.multiarray", "_reconstruct")
+        self.save_tuple([
+            lambda: self.save_global("numpy", "ndarray"),
+            lambda: self.save_ints((0,)),
+            self.save_b,
+        ])
+        self.op(_REDUCE)
+        self.memoize()
+        self.save_tuple([
+            lambda: self.save_int(1),
+            lambda: self.save_ints(array.shape),
+            lambda: self.save_dtype(array.dtype),
+            lambda: self.save_const(_NEWTRUE if fortran else _NEWFALSE),
+            lambda: self.save_payload(
+                _c_order_chunks(array.T if fortran else array), array.nbytes),
+        ])
+        self.op(_BUILD)
+
+    def save_b(self) -> None:
+        """The constant ``b'b'`` that ``_reconstruct`` receives."""
+        self.begin_save()
+        if not self.get(("bytes", b"b")):
+            self.op(_SHORT_BINBYTES + b"\x01b")
+            self.memoize(("bytes", b"b"))
+
+    def save_quantized(self, weight: np.ndarray, scales: np.ndarray) -> None:
+        """``QuantizedWeight8bit.__new__()`` + BUILD ``{'weight': ..., 'scales': ...}``."""
+        self.begin_save()
+        self.save_global(*_QUANTIZED_CLASS)
+        self.save_tuple([])
+        self.op(_NEWOBJ)
+        self.memoize()
+        self.begin_save()  # the state dict
+        self.op(_EMPTY_DICT)
+        self.memoize()
+        self.op(_MARK)
+        self.save_str("weight")
+        self.save_array(weight)
+        self.save_str("scales")
+        self.save_array(scales)
+        self.op(_SETITEMS + _BUILD)
+
+
+def _u32(value: int) -> bytes:
+    return struct.pack("<I", value)
+
+
+def _c_order_chunks(array: np.ndarray) -> Iterator[np.ndarray]:
+    """The array's bytes in C order as uint8 arrays of about 16 MiB, copying only if needed."""
+    if array.ndim == 0 or array.flags.c_contiguous:
+        flat = array.reshape(-1).view(np.uint8)
+        for start in range(0, flat.size, _WRITE_CHUNK):
+            yield flat[start:start + _WRITE_CHUNK]
+        return
+    rows = max(1, _WRITE_CHUNK // max(1, array[0].nbytes))
+    for start in range(0, array.shape[0], rows):
+        yield np.ascontiguousarray(array[start:start + rows]).reshape(-1).view(np.uint8)
+
+
+def _write_atomically(path: str | os.PathLike, save: Callable[[_PickleWriter], None]) -> None:
+    """Write a pickle to a temp file beside ``path``, then rename it into place."""
+    path = os.fspath(path)
+    tmp_path = f"{path}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        with open(tmp_path, "xb") as f:
+            _write_pickle(f, save)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        if os.path.exists(tmp_path):
+            os.unlink(tmp_path)
+        raise
+
+
+def _write_pickle(f: BinaryIO, save: Callable[[_PickleWriter], None], **options) -> None:
+    """PROTO 4, the object that ``save`` writes, STOP.  ``options`` go to _PickleWriter."""
+    f.write(_PROTO + b"\x04")  # written before framing starts
+    writer = _PickleWriter(f, **options)
+    save(writer)
+    writer.op(_STOP)
+    writer.commit_frame()

@@ -1,0 +1,50 @@
+"""One decoder layer: attention and mixture-of-experts, each in a *sandwich* of RMSNorms.
+
+    h = h + post_attn_norm( attention( pre_attn_norm(h) ) )
+    h = h + post_moe_norm(  moe(       pre_moe_norm(h)  ) )
+
+The norm after each block (besides the usual one before) is Grok-1's "sandwich" norm. In the
+released checkpoint the four norms are ``rms_norm``, ``rms_norm_1``, ``rms_norm_2`` and
+``rms_norm_3`` in this order.
+"""
+
+from __future__ import annotations
+
+import jax
+from flax import nnx
+
+from grok_flax.attention import Attention
+from grok_flax.config import GrokConfig
+from grok_flax.moe import MoE
+from grok_flax.norm import RMSNorm
+from grok_flax.router import Router
+
+
+class DecoderLayer(nnx.Module):
+    def __init__(self, cfg: GrokConfig, *, rngs: nnx.Rngs):
+        D = cfg.emb_size
+        norm = dict(eps=cfg.norm_eps, param_dtype=cfg.pdtype)
+        self.pre_attn_norm = RMSNorm(D, **norm)  # release: rms_norm
+        self.attn = Attention(cfg, rngs=rngs)  # release: multi_head_attention
+        self.post_attn_norm = RMSNorm(D, **norm)  # release: rms_norm_1
+        self.pre_moe_norm = RMSNorm(D, **norm)  # release: rms_norm_2
+        self.router = Router(D, cfg.num_experts, cfg.num_selected_experts, rngs=rngs,
+                             param_dtype=cfg.pdtype)  # release: router
+        self.moe = MoE(cfg, rngs=rngs)  # release: moe
+        self.post_moe_norm = RMSNorm(D, **norm)  # release: rms_norm_3
+
+    def __call__(self, h, positions, kv=None, *, k_valid, step=None, capture: bool = False):
+        """h [B, T, D] -> (h, new kv, captures dict or None)."""
+        with jax.named_scope("attention_block"):
+            a, new_kv, weights = self.attn(self.pre_attn_norm(h), positions, kv,
+                                           k_valid=k_valid, step=step, return_weights=capture)
+            h = h + self.post_attn_norm(a)
+        with jax.named_scope("moe_block"):
+            x = self.pre_moe_norm(h)
+            gates, experts, probs = self.router(x)
+            h = h + self.post_moe_norm(self.moe(x, gates, experts))
+        captures = None
+        if capture:
+            captures = dict(router_probs=probs, experts=experts, gates=gates,
+                            attention=weights)
+        return h, new_kv, captures

@@ -1,0 +1,155 @@
+"""Experts and the mixture-of-experts layer.
+
+Each expert is a GeGLU feed-forward block with the reference's names::
+
+    expert(x) = linear_1( gelu_tanh(x @ linear) * (x @ linear_v) )
+
+and the MoE output of a token is ``Σ_k gate_k · expert_{e_k}(x)`` over its top-k experts.
+The weights of all experts are stacked: ``linear``/``linear_v`` [E, D, F], ``linear_1``
+[E, F, D] (int8 + scales as released, or floats).
+
+Dispatch algorithms, all the same function:
+- ``"dense"``: the reference's. Every routed copy of every token goes through *every* expert,
+  and a one-hot of the chosen expert selects one result: E× the needed FLOPs. Kept as the
+  teaching oracle.
+- ``"tiled"``: sort the (token, expert) pairs by expert, pad each expert's group to whole
+  tiles of ``moe_tile`` rows, and run one [tile × D] @ [D × F] matmul per tile with that
+  tile's expert weights: only routed pairs are computed (plus < one tile of padding per
+  expert). Static shapes, so it compiles once per token count.
+- ``"gather"``: for a handful of tokens (decoding), gather the chosen experts' weights and
+  apply them row by row: only the k selected experts' weights are read.
+- ``"sparse"`` (default): ``gather`` when there are fewer (token, expert) pairs than experts,
+  else ``tiled``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from grok_flax.config import GrokConfig
+from grok_flax.quant import QArray, as_float, linear_param, matmul
+
+
+def gelu_tanh(x):
+    """The tanh approximation of GELU (``jax.nn.gelu``'s default, used by the reference)."""
+    return jax.nn.gelu(x, approximate=True)
+
+
+def _index(w, i):
+    """Expert i's weight (float array or QArray), i possibly traced."""
+    return jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, i, 0, keepdims=False), w)
+
+
+def _take(w, idx):
+    """The weights of experts idx [A] stacked: [A, ...]."""
+    return jax.tree.map(lambda a: jnp.take(a, idx, axis=0), w)
+
+
+class MoE(nnx.Module):
+    def __init__(self, cfg: GrokConfig, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        E, D, F = cfg.num_experts, cfg.emb_size, cfg.ffn_size
+        lin = dict(quantized=cfg.quantized, dtype=cfg.pdtype)
+        self.linear = linear_param(rngs.params(), (E, D, F), blocks=1,
+                                   logical=("experts", "embed", "ffn"), **lin)  # [E, D, F]
+        self.linear_v = linear_param(rngs.params(), (E, D, F), blocks=1,
+                                     logical=("experts", "embed", "ffn"), **lin)  # [E, D, F]
+        self.linear_1 = linear_param(rngs.params(), (E, F, D), blocks=cfg.moe_out_scale_blocks,
+                                     logical=("experts", "ffn", "embed"), **lin)  # [E, F, D]
+
+    def weights(self):
+        return self.linear.get_value(), self.linear_v.get_value(), self.linear_1.get_value()
+
+    def __call__(self, x: jax.Array, gates: jax.Array, experts: jax.Array,
+                 impl: str | None = None) -> jax.Array:
+        """x [B, T, D]; gates/experts [B, T, k] from the router -> [B, T, D]."""
+        impl = impl or self.cfg.moe_impl
+        B, T, D = x.shape
+        k = experts.shape[-1]
+        xf, ef = x.reshape(B * T, D), experts.reshape(B * T, k)
+        with jax.named_scope(f"experts_{impl}"):
+            if impl == "dense":
+                out = dense_dispatch(xf, ef, *self.weights(), self.cfg.num_experts)
+            elif impl == "gather" or (impl == "sparse" and B * T * k < self.cfg.num_experts):
+                out = gather_dispatch(xf, ef, *self.weights())
+            elif impl in ("tiled", "sparse"):
+                out = tiled_dispatch(xf, ef, *self.weights(), self.cfg.num_experts,
+                                     self.cfg.moe_tile)
+            else:
+                raise ValueError(f"unknown MoE dispatch {impl!r}")
+        out = out.reshape(B, T, k, D)  # one output per (token, chosen expert)
+        combined = jnp.sum(gates.astype(x.dtype)[..., None] * out, axis=2)
+        return combined.astype(x.dtype)
+
+
+def expert_ffn(x, w, wv, w1):
+    """One expert on rows x [M, D] (weights [D, F], [D, F], [F, D]) -> [M, D]."""
+    h = gelu_tanh(matmul(x, w)) * matmul(x, wv)
+    return matmul(h, w1)
+
+
+def dense_dispatch(x, experts, w, wv, w1, num_experts: int):
+    """The reference algorithm: all experts on all routed copies, then select. -> [N·k, D]."""
+    dtype = x.dtype
+    k = experts.shape[-1]
+    copies = jnp.repeat(x, k, axis=0)  # [N·k, D]: token n's k routed copies
+    one_hot = jax.nn.one_hot(experts.reshape(-1), num_experts, axis=0, dtype=dtype)  # [E, N·k]
+
+    def all_experts_then_select(inp, weight):
+        weight = as_float(weight, dtype)  # [E, in, out] dequantized, as the reference
+        all_out = jnp.einsum("mi,eio->emo", inp, weight)  # [E, N·k, out]
+        return jnp.einsum("em,emo->mo", one_hot, all_out)
+
+    h = gelu_tanh(all_experts_then_select(copies, w)) * all_experts_then_select(copies, wv)
+    return all_experts_then_select(h, w1)
+
+
+def gather_dispatch(x, experts, w, wv, w1):
+    """Decode path: read only the chosen experts' weights. -> [N·k, D]."""
+    k = experts.shape[-1]
+    idx = experts.reshape(-1)  # [A = N·k]
+    rows = jnp.repeat(x, k, axis=0)[:, None, :]  # [A, 1, D]
+    per_row = jax.vmap(expert_ffn)(rows, _take(w, idx), _take(wv, idx), _take(w1, idx))
+    return per_row[:, 0, :]
+
+
+def tiled_dispatch(x, experts, w, wv, w1, num_experts: int, tile: int):
+    """Prefill path: sort pairs by expert, one matmul per tile of one expert. -> [N·k, D]."""
+    N, D = x.shape
+    k = experts.shape[-1]
+    A = N * k
+    E = num_experts
+    tile = max(1, min(tile, A))
+    flat_e = experts.reshape(-1)  # [A]
+    order = jnp.argsort(flat_e, stable=True)  # pairs grouped by expert
+    sorted_e = flat_e[order]
+    counts = jnp.bincount(flat_e, length=E)  # [E] pairs per expert
+    tiles_per_e = -(-counts // tile)  # ceil
+    first_tile = jnp.cumsum(tiles_per_e) - tiles_per_e  # [E]
+    first_pair = jnp.cumsum(counts) - counts  # [E]
+    rank = jnp.arange(A) - first_pair[sorted_e]  # position inside its expert's group
+    dest = first_tile[sorted_e] * tile + rank  # row of each sorted pair in the tiled buffer
+    num_tiles = -(-A // tile) + E  # static bound on Σ ceil(count_e / tile)
+    rows = jnp.zeros((num_tiles * tile, D), x.dtype).at[dest].set(x[order // k])
+    tile_expert = jnp.minimum(
+        jnp.searchsorted(jnp.cumsum(tiles_per_e), jnp.arange(num_tiles), side="right"), E - 1)
+    used = jnp.sum(tiles_per_e)
+
+    def run_tile(args):
+        t, xt, e = args  # tile index, [tile, D] rows, expert id
+
+        def compute(_):
+            return expert_ffn(xt, _index(w, e), _index(wv, e), _index(w1, e))
+
+        return jax.lax.cond(t < used, compute, lambda _: jnp.zeros_like(xt), None)
+
+    out_tiles = jax.lax.map(
+        run_tile, (jnp.arange(num_tiles), rows.reshape(num_tiles, tile, D), tile_expert))
+    out_sorted = out_tiles.reshape(num_tiles * tile, D)[dest]  # [A, D] in sorted order
+    return jnp.zeros((A, D), x.dtype).at[order].set(out_sorted)
+
+
+__all__ = ["MoE", "QArray", "dense_dispatch", "expert_ffn", "gather_dispatch", "gelu_tanh",
+           "tiled_dispatch"]

@@ -1,0 +1,23 @@
+"""RMSNorm as in the reference: fp32 statistics, eps 1e-5, a plain learned scale (no offset)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+def rms_norm(x: jax.Array, scale: jax.Array, eps: float = 1e-5) -> jax.Array:
+    """``scale * x / sqrt(mean(x^2) + eps)`` computed in fp32, returned in x's dtype."""
+    xf = x.astype(jnp.float32)
+    mean_sq = jnp.mean(jnp.square(xf), axis=-1, keepdims=True)
+    return (scale.astype(jnp.float32) * (xf * jax.lax.rsqrt(mean_sq + eps))).astype(x.dtype)
+
+
+class RMSNorm(nnx.Module):
+    def __init__(self, dim: int, eps: float = 1e-5, param_dtype=jnp.float32):
+        self.eps = eps
+        self.scale = nnx.Param(jnp.ones((dim,), param_dtype), logical=("embed_norm",))  # [D]
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return rms_norm(x, self.scale[...], self.eps)

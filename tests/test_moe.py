@@ -1,0 +1,59 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from grok_flax import GrokConfig
+from grok_flax.moe import MoE
+from grok_flax.router import Router
+
+
+def _moe(E, k, quantized=True, tile=8):
+    cfg = GrokConfig.tiny(num_experts=E, num_selected_experts=k, quantized=quantized,
+                          compute_dtype="float32", moe_tile=tile)
+    rngs = nnx.Rngs(E * 10 + k)
+    return cfg, MoE(cfg, rngs=rngs), Router(cfg.emb_size, E, k, rngs=rngs)
+
+
+@pytest.mark.parametrize("E", [4, 8, 16])
+@pytest.mark.parametrize("k", [1, 2])
+@pytest.mark.parametrize("B, T", [(1, 1), (1, 7), (3, 5), (2, 40)])
+def test_sparse_equals_dense(E, k, B, T):
+    cfg, moe, router = _moe(E, k)
+    x = jax.random.normal(jax.random.key(B * T), (B, T, cfg.emb_size))
+    gates, experts, _ = router(x)
+    dense = moe(x, gates, experts, impl="dense")
+    for impl in ("sparse", "tiled", "gather"):
+        np.testing.assert_allclose(moe(x, gates, experts, impl=impl), dense, rtol=2e-5,
+                                   atol=2e-5, err_msg=impl)
+
+
+def test_float_weights_and_decode_equals_prefill():
+    cfg, moe, router = _moe(8, 2, quantized=False)
+    x = jax.random.normal(jax.random.key(0), (2, 9, cfg.emb_size))
+    gates, experts, _ = router(x)
+    prefill = moe(x, gates, experts)  # tiled path (36 pairs > 8 experts)
+    for t in range(9):  # one token at a time: gather path
+        one = moe(x[:1, t:t + 1], gates[:1, t:t + 1], experts[:1, t:t + 1])
+        np.testing.assert_allclose(one[0, 0], prefill[0, t], rtol=2e-5, atol=2e-5)
+
+
+def test_router_gates_are_not_renormalised():
+    _, _, router = _moe(8, 2)
+    x = jax.random.normal(jax.random.key(1), (1, 6, 32))
+    gates, experts, probs = router(x)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-6)
+    assert bool(jnp.all(gates.sum(-1) < 1.0))  # raw top-2 probabilities
+    np.testing.assert_allclose(jnp.take_along_axis(probs, experts, -1), gates)
+    assert probs.dtype == jnp.float32
+
+
+def test_tiled_dispatch_skips_unrouted_experts():
+    # All tokens to one expert: still equal to dense.
+    cfg, moe, _ = _moe(8, 1)
+    x = jax.random.normal(jax.random.key(2), (1, 20, cfg.emb_size))
+    experts = jnp.full((1, 20, 1), 5, jnp.int32)
+    gates = jnp.full((1, 20, 1), 0.7)
+    np.testing.assert_allclose(moe(x, gates, experts, impl="tiled"),
+                               moe(x, gates, experts, impl="dense"), rtol=2e-5, atol=2e-5)
