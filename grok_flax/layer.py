@@ -33,18 +33,21 @@ class DecoderLayer(nnx.Module):
         self.moe = MoE(cfg, rngs=rngs)  # release: moe
         self.post_moe_norm = RMSNorm(D, **norm)  # release: rms_norm_3
 
-    def __call__(self, h, positions, kv=None, *, k_valid, step=None, capture: bool = False):
-        """h [B, T, D] -> (h, new kv, captures dict or None)."""
+    def __call__(self, h, positions, kv=None, *, k_valid, step=None,
+                 capture: tuple[str, ...] = ()):
+        """h [B, T, D] -> (h, new kv, captures dict: what ``capture`` names)."""
         with jax.named_scope("attention_block"):
             a, new_kv, weights = self.attn(self.pre_attn_norm(h), positions, kv,
-                                           k_valid=k_valid, step=step, return_weights=capture)
+                                           k_valid=k_valid, step=step,
+                                           return_weights="attention" in capture)
             h = h + self.post_attn_norm(a)
         with jax.named_scope("moe_block"):
             x = self.pre_moe_norm(h)
             gates, experts, probs = self.router(x)
             h = h + self.post_moe_norm(self.moe(x, gates, experts))
-        captures = None
-        if capture:
-            captures = dict(router_probs=probs, experts=experts, gates=gates,
-                            attention=weights)
+        captures = {}
+        if "routing" in capture:
+            captures.update(router_probs=probs, experts=experts, gates=gates)
+        if "attention" in capture:
+            captures["attention"] = weights
         return h, new_kv, captures

@@ -38,16 +38,19 @@ class Grok(nnx.Module):
         self.final_norm = RMSNorm(D, cfg.norm_eps, cfg.pdtype)  # release: language_model/rms_norm
 
     def __call__(self, tokens: jax.Array, memory: KVMemory | None = None, *,
-                 lengths: jax.Array | None = None, capture: bool = False):
+                 lengths: jax.Array | None = None, capture: bool | tuple[str, ...] = False):
         """tokens int32 [B, T] -> logits [B, T, vocab] (compute dtype).
 
         With ``memory``, the tokens continue each row at ``memory.step`` and their keys and
         values are written there; ``step`` then advances by ``lengths`` [B] (default T: pass
         the true lengths of right-padded rows so the next tokens overwrite the padding).
-        ``capture=True`` also returns per-layer router probabilities, chosen experts, gates
-        and attention weights (stacked [L, ...]); it costs nothing when off.
+        ``capture=True`` also returns a dict of per-layer values stacked [L, ...]: router
+        probabilities, chosen experts and gates ("routing") and attention weights
+        ("attention", computed with the naive T×S algorithm); ``capture=("routing",)`` asks
+        for a subset. It costs nothing when off.
         """
         cfg = self.cfg
+        capture = _capture_set(capture)
         tokens = jnp.asarray(tokens)
         if tokens.ndim != 2 or not jnp.issubdtype(tokens.dtype, jnp.integer):
             raise ValueError(f"tokens must be an integer array [batch, time], got "
@@ -106,6 +109,21 @@ class Grok(nnx.Module):
         if capture:
             return logits, captures
         return logits
+
+
+CAPTURES = ("routing", "attention")
+
+
+def _capture_set(capture) -> tuple[str, ...]:
+    if capture is True:
+        return CAPTURES
+    if not capture:
+        return ()
+    capture = (capture,) if isinstance(capture, str) else tuple(capture)
+    unknown = set(capture) - set(CAPTURES)
+    if unknown:
+        raise ValueError(f"unknown capture(s) {sorted(unknown)}; choose from {CAPTURES}")
+    return capture
 
 
 def param_count(model_or_state, include_scales: bool = False) -> int:

@@ -121,3 +121,11 @@ def test_sharded_equals_single_device(data, mdl):
     step(sharded, toks[:, :5], mem)
     np.testing.assert_allclose(step(sharded, toks[:, 5:6], mem), want_step, rtol=1e-4,
                                atol=1e-4)
+
+
+def test_capture_subset_and_unknown():
+    _, model = _model()
+    _, cap = model(_tokens(1, 6), capture=("routing",))
+    assert set(cap) == {"router_probs", "experts", "gates"}
+    with pytest.raises(ValueError, match="unknown capture"):
+        model(_tokens(1, 6), capture=("gradients",))
