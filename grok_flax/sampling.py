@@ -1,0 +1,44 @@
+"""Choosing the next token from logits, with the reference's semantics.
+
+``logits / temperature``, then (optionally) top-k, then the reference's nucleus filter: sort,
+softmax, keep every logit ≥ the smallest one whose cumulative probability (from the bottom)
+reaches 1 - top_p. ``temperature = 0`` means greedy (argmax of the raw logits) — the
+reference divides by the temperature, which breaks at 0. Every setting is an array [B], so
+one compiled step serves every request.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+MASKED = -1e10  # the reference's fill for filtered logits
+
+
+def top_p_filter(logits: jax.Array, top_p: jax.Array) -> jax.Array:
+    """Nucleus filter exactly as the reference: logits [B, V], top_p [B] in (0, 1]."""
+    sorted_logits = jnp.sort(logits, axis=-1)  # ascending
+    sorted_probs = jax.nn.softmax(sorted_logits, axis=-1)
+    reached = jnp.cumsum(sorted_probs, axis=-1) >= (1 - top_p)[:, None]
+    threshold = jnp.take_along_axis(sorted_logits, jnp.argmax(reached, axis=-1)[:, None], -1)
+    return jnp.where(logits >= threshold, logits, MASKED)
+
+
+def top_k_filter(logits: jax.Array, top_k: jax.Array) -> jax.Array:
+    """Keep the k largest logits of each row (ties at the k-th kept); k = 0 keeps all."""
+    V = logits.shape[-1]
+    kth = jnp.take_along_axis(jnp.sort(logits, axis=-1),
+                              jnp.clip(V - top_k, 0, V - 1)[:, None], -1)
+    return jnp.where((top_k[:, None] <= 0) | (logits >= kth), logits, MASKED)
+
+
+def sample(logits: jax.Array, keys: jax.Array, temperature: jax.Array, top_p: jax.Array,
+           top_k: jax.Array) -> jax.Array:
+    """logits [B, V]; keys [B] PRNG keys; temperature/top_p/top_k [B] -> tokens [B] int32."""
+    logits = logits.astype(jnp.float32)
+    greedy = jnp.argmax(logits, axis=-1)
+    hot = temperature > 0
+    x = logits / jnp.where(hot, temperature, 1.0)[:, None]
+    x = top_p_filter(top_k_filter(x, top_k), top_p)
+    drawn = jax.vmap(jax.random.categorical)(keys, x)
+    return jnp.where(hot, drawn, greedy).astype(jnp.int32)
