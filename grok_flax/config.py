@@ -78,6 +78,7 @@ class GrokConfig:
     attention_chunk: int = 512  # query/key block size of the chunked attention
     moe_impl: str = "sparse"  # "dense": reference all-experts; "sparse": only routed pairs
     moe_tile: int = 64  # rows per tile of the sorted, grouped expert matmul
+    scan_layers: bool = True  # one compiled layer under lax.scan (False: a Python loop)
 
     def __post_init__(self):
         problems = []

@@ -94,8 +94,17 @@ class Grok(nnx.Module):
 
         kv0 = (None, None) if memory is None else (memory.k[...], memory.v[...])
         with jax.named_scope("decoder"):
-            (x, k_all, v_all), captures = jax.lax.scan(
-                body, (x, *kv0), (layer_state, jnp.arange(cfg.num_layers)))
+            if cfg.scan_layers:
+                (x, k_all, v_all), captures = jax.lax.scan(
+                    body, (x, *kv0), (layer_state, jnp.arange(cfg.num_layers)))
+            else:  # unrolled: L copies of the layer in the program (slow to compile)
+                carry, caught = (x, *kv0), []
+                for i in range(cfg.num_layers):
+                    state_i = jax.tree.map(lambda a, i=i: a[i], layer_state)
+                    carry, c = body(carry, (state_i, i))
+                    caught.append(c)
+                (x, k_all, v_all) = carry
+                captures = jax.tree.map(lambda *xs: jnp.stack(xs), *caught)
         if memory is not None:
             memory.k[...] = k_all
             memory.v[...] = v_all

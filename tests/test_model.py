@@ -129,3 +129,11 @@ def test_capture_subset_and_unknown():
     assert set(cap) == {"router_probs", "experts", "gates"}
     with pytest.raises(ValueError, match="unknown capture"):
         model(_tokens(1, 6), capture=("gradients",))
+
+
+def test_python_loop_over_layers_equals_scan():
+    cfg, model = _model()
+    toks = _tokens(2, 5)
+    want = model(toks)
+    loop = Grok(cfg.replace(scan_layers=False), rngs=nnx.Rngs(0))
+    np.testing.assert_allclose(loop(toks), want, rtol=1e-5, atol=1e-5)
