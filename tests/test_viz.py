@@ -1,0 +1,162 @@
+"""grok_flax.viz: every figure builds from a tiny random model's captures, with its axes and
+labels, and renders to PNG (Agg, no pyplot)."""
+
+import io
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+from matplotlib.figure import Figure
+
+from grok_flax import Grok, GrokConfig, abstract_model, viz
+from grok_flax.sharding import abstract_state, make_mesh
+
+CFG = GrokConfig.tiny(compute_dtype="float32", num_experts=4, num_layers=2, quantized=False)
+T = 9
+
+
+@pytest.fixture(scope="module")
+def captured():
+    model = Grok(CFG, rngs=nnx.Rngs(0))
+    tokens = jax.random.randint(jax.random.key(1), (2, T), 1, CFG.vocab_size)
+    _, cap = model(tokens, capture=True)
+    return {k: np.asarray(v) for k, v in cap.items()}, np.asarray(tokens)
+
+
+class FakeTokenizer:
+    def piece(self, i):
+        return {5: "\u2581def", 6: "\n", 7: "<0x41>", 8: "\t"}.get(int(i), f"t{int(i)}")
+
+
+def _renders(fig):
+    assert isinstance(fig, Figure)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=40)
+    assert buf.getvalue()[:4] == b"\x89PNG"
+
+
+def _visible(fig):
+    return [a for a in fig.axes if a.get_visible()]
+
+
+def test_token_labels():
+    assert viz.token_labels(FakeTokenizer(), [5, 6, 7, 8, 9]) == ["·def", "\\n", "A", "\\t",
+                                                                  "t9"]
+    assert viz.token_labels(None, [3, 4]) == ["3", "4"]
+    assert viz.token_labels(["a" * 20]) == ["a" * 11 + "…"]
+
+
+def test_routing_heatmap(captured):
+    cap, tokens = captured
+    labels = [f"tok{i}" for i in range(T)]
+    fig = viz.routing_heatmap(cap["experts"], labels, gates=cap["gates"], row=1,
+                              num_experts=CFG.num_experts)
+    _renders(fig)
+    ax, cb = fig.axes  # heatmap + colour bar
+    assert [t.get_text() for t in ax.get_yticklabels()] == labels
+    assert len(ax.get_xticklabels()) == CFG.num_layers
+    assert len(ax.texts) == CFG.num_layers * T  # every cell annotated
+    assert ax.images[0].get_array().shape == (T, CFG.num_layers)
+    np.testing.assert_array_equal(ax.images[0].get_array(), cap["experts"][:, 1, :, 0].T)
+    assert len(cb.get_yticks()) == CFG.num_experts
+    with pytest.raises(ValueError, match="labels"):
+        viz.routing_heatmap(cap["experts"], labels[:-1])
+
+
+def test_expert_load(captured):
+    cap, _ = captured
+    fig = viz.expert_load(cap["experts"], CFG.num_experts)
+    _renders(fig)
+    heat, bars, _ = fig.axes  # heatmap, bars, colour bar
+    frac = heat.images[0].get_array()
+    assert frac.shape == (CFG.num_layers, CFG.num_experts)
+    np.testing.assert_allclose(frac.sum(1), 1.0)
+    assert len(bars.patches) == CFG.num_layers * CFG.num_experts
+    assert heat.get_xlabel() == "expert" and bars.get_xlabel() == "layer"
+
+
+def test_attention_maps(captured):
+    cap, _ = captured
+    labels = [f"w{i}" for i in range(T)]
+    fig = viz.attention_maps(cap["attention"], labels, layer=1, kv_head=1)
+    _renders(fig)
+    panels = [a for a in _visible(fig) if a.images]
+    assert len(panels) == CFG.q_per_kv
+    assert [t.get_text() for t in panels[0].get_yticklabels()] == labels
+    assert [t.get_text() for t in panels[0].get_xticklabels()] == labels
+    w = panels[0].images[0].get_array()
+    assert w.shape == (T, T) and bool(np.all(w.mask[np.triu_indices(T, 1)]))  # causal: grey
+    mean = viz.attention_maps(cap["attention"], labels, q_heads="mean")
+    assert len([a for a in _visible(mean) if a.images]) == 1
+    one = viz.attention_maps(cap["attention"][0, 0], q_heads=0)
+    assert len([a for a in _visible(one) if a.images]) == 1
+
+
+def test_rope_figures():
+    fig = viz.rope_frequencies(16, 10000.0, 256)
+    _renders(fig)
+    assert len(fig.axes) == 4  # wavelengths, near rotations, far rotations, colour bar
+    assert "wavelength" in fig.axes[0].get_ylabel()
+    rel = viz.rope_relative(16, max_distance=256, samples=16)
+    _renders(rel)
+    assert len(rel.axes) == 1 and "m − n" in rel.axes[0].get_xlabel()
+
+
+def test_quantization_error():
+    w = np.random.default_rng(0).standard_normal((64, 24)).astype(np.float32) * 0.1
+    fig = viz.quantization_error(w, blocks=4)
+    _renders(fig)
+    assert len(fig.axes) == 3
+    assert "±½" in fig.axes[2].get_title()
+
+
+def test_kv_memory_growth():
+    fig = viz.kv_memory_growth(GrokConfig.grok_1(), (1, 8), device_bytes=80e9)
+    _renders(fig)
+    (ax,) = fig.axes
+    assert len(ax.get_lines()) == 3  # two batch sizes + the device line
+    assert "256 KiB per token" in ax.get_title()
+    assert ax.get_legend().get_texts()[0].get_text() == "batch 1: 2 GiB at 8,192"
+
+
+def test_growth_breakdown_and_parity():
+    fig = viz.growth_plot([1, 2, 4], {"a": [1, 4, 16], "b": [1, 2, 4]}, title="x")
+    _renders(fig)
+    assert len(fig.axes[0].get_lines()) == 2
+    fig = viz.param_breakdown({"experts": 300, "attention": 10}, active={"experts": 75,
+                                                                        "attention": 10})
+    _renders(fig)
+    assert len(fig.axes[0].patches) == 4
+    got = np.random.default_rng(1).standard_normal((2, 3, 5))
+    fig = viz.parity_scatter(got, got + 0.01, valid=np.array([[1, 1, 0], [1, 0, 0]]),
+                             step=0.0156)
+    _renders(fig)
+    assert "correlation 1.000000" in fig.axes[0].get_title()
+
+
+def test_sharding_map():
+    mesh = make_mesh(2, 4)
+    state = abstract_state(abstract_model(CFG.replace(num_q_heads=8, num_kv_heads=4)), mesh)
+    q = state["layers"]["attn"]["query"].get_value()
+    embed = state["embed"].get_value()
+    fig = viz.sharding_map({"query": q, "embed": embed,
+                            "replicated": ((4, 4), jax.sharding.NamedSharding(
+                                mesh, jax.sharding.PartitionSpec()))})
+    _renders(fig)
+    axes = _visible(fig)
+    assert len(axes) == 3
+    assert len(axes[0].patches) == 8  # data × model blocks
+    assert len(axes[2].patches) == 1 and "dev 0–7" in axes[2].texts[0].get_text()
+
+
+def test_no_pyplot_state_and_bytes():
+    import sys
+
+    fig = viz.rope_relative(8, max_distance=64, samples=4)
+    assert isinstance(fig, Figure)
+    if "matplotlib.pyplot" in sys.modules:  # figures are not registered with pyplot
+        assert not sys.modules["matplotlib.pyplot"].get_fignums()
+    assert viz.format_bytes(256 * 1024) == "256 KiB"
+    assert viz.format_bytes(2 * 1024**3) == "2 GiB"
+    assert viz.format_bytes(1536) == "1.5 KiB"
