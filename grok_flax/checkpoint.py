@@ -21,7 +21,7 @@ import dataclasses
 import os
 import re
 import time
-from functools import partial
+from functools import cache
 from pathlib import Path
 
 import jax
@@ -215,26 +215,53 @@ def _read_slice(spec: ArraySpec, index: tuple, dtype) -> np.ndarray:
     return np.asarray(read_array(spec, mmap=True)[index]).astype(dtype, copy=False)
 
 
-@partial(jax.jit, donate_argnums=0, static_argnums=2)
-def _set_layer(stacked, piece, i):
-    return jax.lax.dynamic_update_index_in_dim(stacked, piece, i, 0)
+@cache
+def _layer_setter(sharding):
+    """``stacked[i] = piece`` in place: the stacked buffer is donated, the output keeps its
+    sharding, so XLA writes into the same memory instead of copying the whole stack."""
+
+    def set_layer(stacked, piece, i):
+        return jax.lax.dynamic_update_index_in_dim(stacked, piece, i, 0)
+
+    return jax.jit(set_layer, donate_argnums=0, out_shardings=sharding)
 
 
-def _load_array(specs: list[ArraySpec], aval, sharding, stacked: bool):
-    """A device array of ``aval``'s shape/dtype with ``sharding``, built shard by shard."""
+@cache
+def _zeros(shape, dtype, sharding):
+    return jax.jit(lambda: jnp.zeros(shape, dtype), out_shardings=sharding)
+
+
+def _load_array(specs: list[ArraySpec], aval, sharding, stacked: bool, budget: int):
+    """A device array of ``aval``'s shape/dtype with ``sharding``, built shard by shard.
+
+    A stacked [L, ...] parameter whose per-device shard fits ``budget`` bytes is assembled on
+    the host shard by shard (one copy from the memory map); a bigger one is filled one layer
+    at a time into a donated device buffer, so the host never holds more than one layer.
+    """
     dtype = np.dtype(aval.dtype)
     if not stacked:
         def cb(index):
             return _read_slice(specs[0], index, dtype)
         return jax.make_array_from_callback(aval.shape, sharding, cb)
+    shard_shape = sharding.shard_shape(tuple(aval.shape))
+    if int(np.prod(shard_shape)) * dtype.itemsize <= budget:
+        def stacked_cb(index):
+            layers = range(*index[0].indices(len(specs)))
+            out = np.empty((len(layers), *shard_shape[1:]), dtype)
+            for j, i in enumerate(layers):
+                out[j] = _read_slice(specs[i], index[1:], dtype)
+            return out
+        return jax.make_array_from_callback(aval.shape, sharding, stacked_cb)
     layer_shape = aval.shape[1:]
     layer_sharding = _drop_leading(sharding)
-    out = jax.jit(lambda: jnp.zeros(aval.shape, dtype), out_shardings=sharding)()
+    out = _zeros(tuple(aval.shape), dtype, sharding)()
+    set_layer = _layer_setter(sharding)
     for i, spec in enumerate(specs):
         piece = jax.make_array_from_callback(
             layer_shape, layer_sharding, lambda index, s=spec: _read_slice(s, index, dtype))
-        out = _set_layer(out, piece, i)
+        out = set_layer(out, piece, np.int32(i))
         del piece
+        out.block_until_ready()  # don't let pieces pile up behind asynchronous dispatch
     return out
 
 
@@ -260,6 +287,8 @@ def load_checkpoint(path: str | os.PathLike, config: GrokConfig, mesh=None, *,
     graphdef, state = nnx.split(abstract)
     shardings = state_shardings(state, mesh)
     total = sum(_spec_bytes(s) for specs in homes.values() for s in specs)
+    # host staging bound: the largest single tensor of the checkpoint (at least 64 MiB)
+    budget = max(64 << 20, max(_spec_bytes(s) for specs in homes.values() for s in specs))
     bar = _progress(total, progress)
     t0 = time.perf_counter()
     for mpath, specs in homes.items():
@@ -268,10 +297,12 @@ def load_checkpoint(path: str | os.PathLike, config: GrokConfig, mesh=None, *,
         stacked = mpath[0] == "layers"
         if isinstance(aval, QArray):
             value = QArray(
-                weight=_load_array([s.weight for s in specs], aval.weight, shard.weight, stacked),
-                scales=_load_array([s.scales for s in specs], aval.scales, shard.scales, stacked))
+                weight=_load_array([s.weight for s in specs], aval.weight, shard.weight,
+                                   stacked, budget),
+                scales=_load_array([s.scales for s in specs], aval.scales, shard.scales,
+                                   stacked, budget))
         else:
-            value = _load_array(specs, aval, shard, stacked)
+            value = _load_array(specs, aval, shard, stacked, budget)
         var.set_value(value)
         if bar is not None:
             bar.update(sum(_spec_bytes(s) for s in specs))
