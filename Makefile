@@ -25,7 +25,7 @@ test: setup lint
 	$(BIN)/python -m pytest
 
 lint: setup
-	$(BIN)/ruff check grok_flax tests
+	$(BIN)/ruff check grok_flax tests benchmarks
 
 bench: setup
 	$(BIN)/python -m benchmarks.run_all

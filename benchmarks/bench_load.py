@@ -1,0 +1,108 @@
+"""Loading a ≥1 GB official-format checkpoint: host-memory overhead and time vs ``cat``.
+
+A checkpoint with random int8 weights is written tensor by tensor (never held whole), then
+loaded in a fresh subprocess while a thread samples the process's anonymous resident memory
+(RssAnon: heap, not the page cache of memory-mapped files). The loader's overhead is the peak
+of that above its start, minus the bytes of the loaded arrays themselves (on CPU the
+"devices" live in host RAM). ``cat`` of the same files (to /dev/null, page cache warm for
+both) is the I/O floor.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import machine, table
+
+CFG = dict(vocab_size=32768, sequence_len=512, emb_size=1024, key_size=64, num_q_heads=16,
+           num_kv_heads=4, num_layers=16, widening_factor=4.0, num_experts=8,
+           num_selected_experts=2, compute_dtype="float32")
+
+_CHILD = r"""
+import json, sys, threading, time
+from pathlib import Path
+import jax
+from flax import nnx
+from grok_flax import GrokConfig
+from grok_flax.checkpoint import load_checkpoint
+
+def rss_anon():
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+cfg = GrokConfig(**json.loads(sys.argv[2]))
+jax.numpy.zeros(1).block_until_ready()  # start the backend before measuring
+base, peak, stop = rss_anon(), [0], [False]
+def sample():
+    while not stop[0]:
+        peak[0] = max(peak[0], rss_anon()); time.sleep(0.002)
+th = threading.Thread(target=sample); th.start()
+t = time.perf_counter()
+model = load_checkpoint(sys.argv[1], cfg, progress=False)
+jax.block_until_ready(nnx.state(model))
+secs = time.perf_counter() - t
+stop[0] = True; th.join()
+arrays = sum(x.nbytes for x in jax.tree.leaves(nnx.state(model)))
+print(json.dumps(dict(seconds=secs, peak=peak[0] - base, arrays=arrays)))
+"""
+
+
+def write_checkpoint(path: Path, cfg) -> int:
+    """Random official-format files, one tensor at a time; returns total bytes."""
+    from grok_flax.checkpoint import release_names
+    from grok_flax.ckpt_format import tensor_file_name, write_array_file, write_quantized_file
+    from grok_flax.model import abstract_model
+    from grok_flax.quant import QArray
+
+    rng = np.random.default_rng(0)
+    state = abstract_model(cfg)
+    ckpt = path / "ckpt-0"
+    ckpt.mkdir(parents=True)
+    for i, (_, mpath, layer) in enumerate(release_names(cfg.num_layers)):
+        node = state
+        for p in mpath:
+            node = getattr(node, p)
+        aval = node.get_value()
+        f = ckpt / tensor_file_name(i)
+        if isinstance(aval, QArray):
+            w = rng.integers(-127, 128, aval.weight.shape[1:], dtype=np.int8)
+            s = (rng.random(aval.scales.shape[1:], np.float32) * 0.01).astype(aval.scales.dtype)
+            write_quantized_file(f, w, s)
+        else:
+            shape = aval.shape[1:] if layer is not None else aval.shape
+            write_array_file(f, rng.standard_normal(shape, np.float32))
+    return sum(f.stat().st_size for f in ckpt.iterdir())
+
+
+def main() -> list[dict]:
+    from grok_flax import GrokConfig
+
+    cfg = GrokConfig(**CFG)
+    with tempfile.TemporaryDirectory(dir=Path.home()) as tmp:
+        size = write_checkpoint(Path(tmp), cfg)
+        files = sorted(str(f) for f in (Path(tmp) / "ckpt-0").iterdir())
+        subprocess.run(["cat", *files], stdout=subprocess.DEVNULL, check=True)  # warm cache
+        t = time.perf_counter()
+        subprocess.run(["cat", *files], stdout=subprocess.DEVNULL, check=True)
+        cat_s = time.perf_counter() - t
+        out = subprocess.run([sys.executable, "-c", _CHILD, tmp, json.dumps(CFG)],
+                             capture_output=True, text=True, check=True)
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+    overhead = max(0, r["peak"] - r["arrays"])
+    return [{"checkpoint GB": size / 1e9, "loaded arrays GB": r["arrays"] / 1e9,
+             "peak RssAnon GB": r["peak"] / 1e9, "overhead GB": overhead / 1e9,
+             "overhead / ckpt": overhead / size, "load s": r["seconds"], "cat s": cat_s,
+             "load / cat": r["seconds"] / cat_s}]
+
+
+if __name__ == "__main__":
+    print(table(main(), f"Loading an official-format checkpoint ({machine()})"))
