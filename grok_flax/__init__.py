@@ -1,6 +1,7 @@
 """grok_flax: Grok-1, xAI's 314B mixture-of-experts LLM, built piece by piece in Flax NNX."""
 
 from grok_flax.attention import Attention, attend_chunked, attend_naive, soft_cap
+from grok_flax.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from grok_flax.config import GrokConfig, ffn_size
 from grok_flax.kv_memory import KVMemory, kv_bytes_per_token
 from grok_flax.layer import DecoderLayer
@@ -14,7 +15,9 @@ from grok_flax.router import Router
 __version__ = "0.1.0"
 
 __all__ = [
-    "Attention", "DecoderLayer", "Grok", "GrokConfig", "KVMemory", "MoE", "QArray", "RMSNorm",
+    "Attention", "CheckpointError", "DecoderLayer", "Grok", "GrokConfig", "KVMemory", "MoE",
+    "QArray", "RMSNorm",
     "RotaryEmbedding", "Router", "abstract_model", "apply_rope", "attend_chunked",
-    "attend_naive", "ffn_size", "kv_bytes_per_token", "param_count", "quantize", "soft_cap",
+    "attend_naive", "ffn_size", "kv_bytes_per_token", "load_checkpoint", "param_count",
+    "quantize", "save_checkpoint", "soft_cap",
 ]

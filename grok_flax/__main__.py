@@ -97,6 +97,15 @@ def _cmd_generate(args) -> int:
     return 0
 
 
+def _cmd_convert(args) -> int:
+    from grok_flax.convert import convert
+
+    cfg = None if args.config is None else _load_config(args.config)
+    out = convert(args.src, args.dst, cfg)
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from grok_flax.demo import run_demo
 
@@ -130,6 +139,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="drop the start of a prompt that doesn't fit (default: error)")
     p.add_argument("--quiet", action="store_true", help="no progress/speed on stderr")
     p.set_defaults(func=_cmd_generate)
+    p = sub.add_parser("convert", help="official ckpt-0 <-> safetensors <-> orbax, exactly")
+    p.add_argument("src", help="official folder, *.safetensors, or *.orbax folder")
+    p.add_argument("dst", help="official folder, *.safetensors, or *.orbax folder")
+    p.add_argument("--config", help="GrokConfig JSON (needed when SRC is an official "
+                   "checkpoint without config.json beside it), or 'grok-1'")
+    p.set_defaults(func=_cmd_convert)
     p = sub.add_parser("demo", help="the demo: build, load and run a small Grok")
     p.set_defaults(func=_cmd_demo)
     args = parser.parse_args(argv)
