@@ -106,6 +106,12 @@ def _cmd_convert(args) -> int:
     return 0
 
 
+def _cmd_plan(args) -> int:
+    from grok_flax.plan import run_plan
+
+    return run_plan(args)
+
+
 def _cmd_demo(args) -> int:
     from grok_flax.demo import run_demo
 
@@ -145,6 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", help="GrokConfig JSON (needed when SRC is an official "
                    "checkpoint without config.json beside it), or 'grok-1'")
     p.set_defaults(func=_cmd_convert)
+    from grok_flax.plan import add_plan_arguments
+
+    p = sub.add_parser("plan", help="per-device memory of the full model on a mesh (AOT)")
+    add_plan_arguments(p)
+    p.set_defaults(func=_cmd_plan)
     p = sub.add_parser("demo", help="the demo: build, load and run a small Grok")
     p.set_defaults(func=_cmd_demo)
     args = parser.parse_args(argv)
