@@ -52,6 +52,15 @@ class GenerationResult:
         return n / self.decode_seconds if self.decode_seconds else float("nan")
 
 
+def _host(x) -> np.ndarray:
+    """A (possibly multi-process) array's values on this host."""
+    if x.is_fully_addressable:
+        return np.asarray(x)
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
 def _bucket(n: int, lo: int, hi: int) -> int:
     b = lo
     while b < n:
@@ -103,6 +112,17 @@ class Generator:
             raise ValueError("prefill_chunk and min_bucket must be >= 1")
         self.prefill_chunk, self.min_bucket = prefill_chunk, min_bucket
         self.graph, self.params = nnx.split(model)
+
+    def _put(self, x):
+        """Host inputs -> arrays (replicated global arrays on a mesh, so the same code runs
+        under jax.distributed with one process per host)."""
+        if self.mesh is None:
+            return jnp.asarray(x)
+        from jax.sharding import NamedSharding, PartitionSpec
+
+        from grok_flax.sharding import put_global
+
+        return put_global(x, NamedSharding(self.mesh, PartitionSpec()))
 
     # --- input checks ---
     def _prompt_ids(self, prompts) -> list[list[int]]:
@@ -165,9 +185,10 @@ class Generator:
         seeds = [seed + i for i in range(B)] if isinstance(seed, (int, np.integer)) else seed
         if len(seeds) != B:
             raise ValueError(f"{len(seeds)} seeds for {B} prompts")
-        keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
-        settings = (jnp.full((B,), temperature, jnp.float32), jnp.full((B,), top_p, jnp.float32),
-                    jnp.full((B,), top_k, jnp.int32))
+        put = self._put
+        keys = jax.vmap(jax.random.key)(put(np.asarray(seeds, np.uint32)))
+        settings = (put(np.full((B,), temperature, np.float32)),
+                    put(np.full((B,), top_p, np.float32)), put(np.full((B,), top_k, np.int32)))
         lengths = np.array([len(p) for p in ids])
         T = _bucket(int(lengths.max()), self.min_bucket, self.max_len)
         P = min(self.prefill_chunk, T)
@@ -178,23 +199,24 @@ class Generator:
         for i, p in enumerate(ids):
             padded[i, : len(p)] = p
 
-        memory = KVMemory(cfg, B, self.max_len)
-        if self.mesh is not None:
-            from grok_flax.sharding import shard_module
+        if self.mesh is None:
+            memory = KVMemory(cfg, B, self.max_len)
+        else:  # built sharded: never whole on one device; works across processes
+            from grok_flax.sharding import create_sharded
 
-            shard_module(memory, self.mesh)
+            memory = create_sharded(lambda: KVMemory(cfg, B, self.max_len), self.mesh)
         mem_graph, mem_state = nnx.split(memory)
 
         t0 = time.perf_counter()
-        last = jnp.zeros((B, cfg.vocab_size), jnp.float32)
+        last = put(np.zeros((B, cfg.vocab_size), np.float32))
         end_chunk, end_idx = (lengths - 1) // P, (lengths - 1) % P
         for c in range(n_chunks):
             chunk_len = np.clip(lengths - c * P, 0, P).astype(np.int32)
             mem_state, last = _prefill_chunk(
                 self.graph, self.params, mem_graph, mem_state,
-                jnp.asarray(padded[:, c * P:(c + 1) * P]), jnp.asarray(chunk_len), last,
-                jnp.asarray(end_chunk == c), jnp.asarray(end_idx, jnp.int32))
-        token = np.asarray(_first_sample(last, keys, *settings))
+                put(padded[:, c * P:(c + 1) * P]), put(chunk_len), last,
+                put(end_chunk == c), put(end_idx.astype(np.int32)))
+        token = _host(_first_sample(last, keys, *settings))
         t1 = time.perf_counter()
 
         new: list[list[int]] = [[] for _ in range(B)]
@@ -218,9 +240,9 @@ class Generator:
             if all(r is not None for r in reasons) or i == max_new_tokens - 1:
                 break
             mem_state, tok = _decode_step(self.graph, self.params, mem_graph, mem_state,
-                                          jnp.asarray(token, jnp.int32), keys, i + 1,
+                                          put(np.asarray(token, np.int32)), keys, i + 1,
                                           *settings)
-            token = np.asarray(tok)
+            token = _host(tok)
             steps += 1
         t2 = time.perf_counter()
         texts = None

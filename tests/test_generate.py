@@ -184,3 +184,14 @@ def test_sampling_filters_match_reference_semantics():
     keys = jax.vmap(jax.random.key)(jnp.arange(1))
     greedy = sample(logits[:, ::-1], keys, jnp.zeros(1), jnp.ones(1), jnp.zeros(1, jnp.int32))
     assert int(greedy[0]) == 3
+
+
+def test_generation_on_a_mesh_equals_single_device(model):
+    from grok_flax.sharding import make_mesh, shard_module
+
+    prompts = [[5, 6, 7], [40, 41, 42, 43, 44]]
+    want = generate(model, prompts, max_new_tokens=5).tokens
+    sharded = Grok(CFG, rngs=nnx.Rngs(3))
+    mesh = make_mesh(2, 2)
+    shard_module(sharded, mesh)
+    assert generate(sharded, prompts, max_new_tokens=5, mesh=mesh).tokens == want
