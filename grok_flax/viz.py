@@ -459,7 +459,7 @@ def kv_memory_growth(cfg, batch_sizes: Sequence[int] = (1, 8, 32), *,
     ax.set_xlabel("tokens in the KV memory (per row)")
     ax.set_ylabel("KV memory")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0.0, 0.9 if device_bytes else 1.0))
     ax.set_title(title or f"KV memory: {format_bytes(per_token)} per token per row "
                  f"({cfg.num_layers} layers × 2 × {cfg.num_kv_heads} kv-heads × "
                  f"{cfg.key_size} × {jnp.dtype(dtype).itemsize} B)", fontsize=10)
@@ -519,6 +519,8 @@ def param_breakdown(counts: Mapping[str, int], *, active: Mapping[str, int] | No
     for i, v in enumerate(vals):
         ax.text(v, i - (h / 2 if active else 0), f"  {_count(v)} ({100 * v / total:.2g}%)",
                 va="center", fontsize=8)
+        if active and act[i] != v:
+            ax.text(act[i], i + h / 2, f"  {_count(act[i])}", va="center", fontsize=8)
     ax.set_xscale("log")
     ax.set_yticks(y, names)
     ax.invert_yaxis()
