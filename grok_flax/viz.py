@@ -192,7 +192,8 @@ def expert_load(experts, num_experts: int | None = None, *, title: str | None = 
     bx.set_ylabel("share of routed tokens")
     bx.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:.0f}%"))
     bx.set_title("load per layer", fontsize=10)
-    bx.legend(fontsize=7, ncol=2 if E > 4 else 1, loc="upper right", framealpha=0.85)
+    bx.legend(fontsize=7, ncol=1 if E <= 10 else 2, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+              borderaxespad=0)
     fig.suptitle(title or f"Expert load ({flat.shape[1]:,} routed pairs per layer)",
                  fontsize=11)
     return fig
