@@ -13,6 +13,8 @@ dot where the layout allows it (G = 1): the dot then reads 1 byte per weight.
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -56,6 +58,7 @@ def expand_scales(scales: jax.Array, rows: int, dtype) -> jax.Array:
     return jnp.repeat(scales.astype(dtype), rows // g, axis=-2)
 
 
+@partial(jax.jit, static_argnames=("blocks", "scale_dtype"))
 def quantize(w, blocks: int = 1, scale_dtype=jnp.bfloat16) -> QArray:
     """Symmetric absmax int8 quantization with ``blocks`` scale blocks along the input axis.
 
