@@ -1,5 +1,6 @@
 # grok_flax — the two commands of the README:
-#   make demo   set up .venv and run the walkthrough (notebooks, on the bundled small model)
+#   make demo   set up .venv, run the demo model (generation + routing figure, runs/demo/) and
+#               execute the walkthrough notebooks (executed copies in runs/notebooks/)
 #   make test   set up .venv and run ruff + the whole test suite (what CI runs)
 PYTHON ?= python3
 VENV   ?= .venv
@@ -26,6 +27,9 @@ test: setup lint
 
 lint: setup
 	$(BIN)/ruff check grok_flax tests benchmarks
+
+notebooks: setup
+	$(BIN)/python notebooks/run_all.py
 
 bench: setup
 	$(BIN)/python -m benchmarks.run_all

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -10,26 +11,47 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def run_demo() -> None:
-    from grok_flax import GrokConfig, abstract_model, param_count
-    from grok_flax.checkpoint import load_checkpoint
+def run_demo(out_dir: str | Path = "runs/demo", walkthrough: bool = True) -> None:
+    """``make demo``: the bundled model generates Python, its routing is drawn, the full-size
+    Grok-1 is built abstractly, and (from a source checkout) the walkthrough notebooks run."""
+    from grok_flax import GrokConfig, abstract_model, param_count, viz
+    from grok_flax.generate import Generator, stream_text
 
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     full = abstract_model(GrokConfig.grok_1())
     print(f"Grok-1 built abstractly in {time.perf_counter() - t:.2f}s: "
-          f"{param_count(full):,} parameters")
-    ref = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "grok1-tiny"
-    if (ref / "meta.json").is_file():
-        meta = json.loads((ref / "meta.json").read_text())
-        cfg = GrokConfig.from_reference_meta(meta)
-        model = load_checkpoint(ref / "checkpoints", cfg, progress=False)
-        tokens = np.asarray(meta["tokens"], np.int32)
-        got = np.asarray(model(jnp.asarray(tokens)).astype(jnp.float32))
-        want = np.load(ref / "logits.npy")
-        n = int((tokens[1] > 0).sum())
-        print(f"reference checkpoint {ref.name}: max |logits - original code| = "
-              f"{np.abs(got[0] - want[0]).max():.4f} (row 0), "
-              f"{np.abs(got[1, :n] - want[1, :n]).max():.4f} (row 1)")
+          f"{param_count(full):,} parameters\n")
+
+    model, tokenizer, cfg = load()
+    prompt = "def read_lines(path):\n"
+    print(f"bundled demo model ({param_count(model):,} parameters, {cfg.num_experts} experts, "
+          f"top-{cfg.num_selected_experts}) continues {prompt!r}:\n")
+    gen = Generator(model, tokenizer)
+    sys.stdout.write(prompt)
+    for piece in stream_text(gen, prompt, max_new_tokens=48):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    r = gen.last
+    print(f"\n\n[prefill {r.prefill_tokens_per_s:.0f} tok/s, decode "
+          f"{r.decode_tokens_per_s:.0f} tok/s, first call includes compilation]")
+
+    ids = r.prompt_tokens[0] + r.tokens[0]
+    _, caught = model(jnp.asarray([ids[:40]]), capture=("routing",))
+    fig = viz.routing_heatmap(np.asarray(caught["experts"]), viz.token_labels(tokenizer, ids[:40]),
+                              num_experts=cfg.num_experts,
+                              title="demo model: chosen experts per token and layer")
+    fig.savefig(out / "routing.png", dpi=110, bbox_inches="tight")
+    print(f"routing figure: {out / 'routing.png'}")
+
+    notebooks = Path(__file__).resolve().parents[1] / "notebooks" / "run_all.py"
+    if walkthrough and notebooks.is_file():
+        import subprocess
+
+        print("\nexecuting the walkthrough notebooks (copies in runs/notebooks) ...", flush=True)
+        subprocess.run([sys.executable, str(notebooks), "--out", str(out.parent / "notebooks")],
+                       check=True)
 
 
 # --- the bundled demo model (grok_flax/data/demo/, built by `python -m grok_flax.train`) ---
