@@ -286,9 +286,10 @@ def load_checkpoint(path: str | os.PathLike, config: GrokConfig, mesh=None, *,
     mesh = make_mesh(1, 1, jax.devices()[:1]) if mesh is None else mesh
     graphdef, state = nnx.split(abstract)
     shardings = state_shardings(state, mesh)
-    total = sum(_spec_bytes(s) for specs in homes.values() for s in specs)
+    sizes = [_spec_bytes(s) for specs in homes.values() for s in specs]
+    total = sum(sizes)
     # host staging bound: the largest single tensor of the checkpoint (at least 64 MiB)
-    budget = max(64 << 20, max(_spec_bytes(s) for specs in homes.values() for s in specs))
+    budget = max(64 << 20, max(sizes))
     bar = _progress(total, progress)
     t0 = time.perf_counter()
     for mpath, specs in homes.items():

@@ -197,9 +197,5 @@ def convert(src, dst, config: GrokConfig | None = None) -> Path:
     return save_any(load_any(src, config), dst)
 
 
-def read_config_json(text: str | None) -> GrokConfig | None:
-    return None if text is None else GrokConfig.from_json(text)
-
-
 __all__ = ["convert", "load_any", "load_orbax", "load_safetensors", "save_any", "save_orbax",
            "save_safetensors"]
