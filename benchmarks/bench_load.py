@@ -5,12 +5,16 @@ loaded in a fresh subprocess while a thread samples the process's anonymous resi
 (RssAnon: heap, not the page cache of memory-mapped files). The loader's overhead is the peak
 of that above its start, minus the bytes of the loaded arrays themselves (on CPU the
 "devices" live in host RAM). ``cat`` of the same files (to /dev/null, page cache warm for
-both) is the I/O floor.
+both) is the I/O floor. A loader must also put the bytes into *new* memory, which ``cat``
+never does: the third contender reads the same files into freshly mapped, page-aligned
+memory on as many threads as the loader uses, with no parsing or JAX at all — the floor
+for any loader that materialises the arrays on this machine.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,11 +37,10 @@ from flax import nnx
 from grok_flax import GrokConfig
 from grok_flax.checkpoint import load_checkpoint
 
-def rss_anon():
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("RssAnon:"):
-            return int(line.split()[1]) * 1024
-    return 0
+def rss_anon():  # anonymous memory, private or shared: everything but mapped files
+    return sum(int(line.split()[1]) * 1024
+               for line in Path("/proc/self/status").read_text().splitlines()
+               if line.startswith(("RssAnon:", "RssShmem:")))
 
 cfg = GrokConfig(**json.loads(sys.argv[2]))
 jax.numpy.zeros(1).block_until_ready()  # start the backend before measuring
@@ -45,14 +48,39 @@ base, peak, stop = rss_anon(), [0], [False]
 def sample():
     while not stop[0]:
         peak[0] = max(peak[0], rss_anon()); time.sleep(0.002)
-th = threading.Thread(target=sample); th.start()
+th = threading.Thread(target=sample)
+if sys.argv[3] == "memory":  # the sampler competes for the GIL: time is taken without it
+    th.start()
 t = time.perf_counter()
 model = load_checkpoint(sys.argv[1], cfg, progress=False)
 jax.block_until_ready(nnx.state(model))
 secs = time.perf_counter() - t
-stop[0] = True; th.join()
+stop[0] = True
+if th.is_alive():
+    th.join()
 arrays = sum(x.nbytes for x in jax.tree.leaves(nnx.state(model)))
 print(json.dumps(dict(seconds=secs, peak=peak[0] - base, arrays=arrays)))
+"""
+
+
+_FLOOR_CHILD = r"""
+import mmap, os, sys, time
+from concurrent.futures import ThreadPoolExecutor
+files = sys.argv[1:]
+
+def read(f):
+    n = os.path.getsize(f)
+    out, done = memoryview(mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)), 0
+    fd = os.open(f, os.O_RDONLY)
+    while done < n:
+        done += os.preadv(fd, [out[done:]], done)
+    os.close(fd)
+    return out
+
+t = time.perf_counter()
+with ThreadPoolExecutor(max(2, min(8, os.cpu_count() or 1))) as pool:
+    kept = list(pool.map(read, files))
+print(time.perf_counter() - t)
 """
 
 
@@ -83,7 +111,7 @@ def write_checkpoint(path: Path, cfg) -> int:
     return sum(f.stat().st_size for f in ckpt.iterdir())
 
 
-def main() -> list[dict]:
+def main(repeats: int = 5) -> list[dict]:
     from grok_flax import GrokConfig
 
     cfg = GrokConfig(**CFG)
@@ -91,17 +119,31 @@ def main() -> list[dict]:
         size = write_checkpoint(Path(tmp), cfg)
         files = sorted(str(f) for f in (Path(tmp) / "ckpt-0").iterdir())
         subprocess.run(["cat", *files], stdout=subprocess.DEVNULL, check=True)  # warm cache
-        t = time.perf_counter()
-        subprocess.run(["cat", *files], stdout=subprocess.DEVNULL, check=True)
-        cat_s = time.perf_counter() - t
-        out = subprocess.run([sys.executable, "-c", _CHILD, tmp, json.dumps(CFG)],
-                             capture_output=True, text=True, check=True)
-        r = json.loads(out.stdout.strip().splitlines()[-1])
+
+        def child(*argv) -> str:
+            out = subprocess.run([sys.executable, "-c", *argv], capture_output=True,
+                                 text=True, check=True)
+            return out.stdout.strip().splitlines()[-1]
+
+        def cat():
+            t = time.perf_counter()
+            subprocess.run(["cat", *files], stdout=subprocess.DEVNULL, check=True)
+            return time.perf_counter() - t
+
+        r = json.loads(child(_CHILD, tmp, json.dumps(CFG), "memory"))
+        times: dict[str, list[float]] = {"cat": [], "floor": [], "load": []}
+        for _ in range(repeats):  # interleaved; every contender is a fresh process
+            times["cat"].append(cat())
+            times["floor"].append(float(child(_FLOOR_CHILD, *files)))
+            times["load"].append(json.loads(child(_CHILD, tmp, json.dumps(CFG), "time"))
+                                 ["seconds"])
+        cat_s, floor_s, load_s = (statistics.median(times[k]) for k in ("cat", "floor", "load"))
     overhead = max(0, r["peak"] - r["arrays"])
     return [{"checkpoint GB": size / 1e9, "loaded arrays GB": r["arrays"] / 1e9,
              "peak RssAnon GB": r["peak"] / 1e9, "overhead GB": overhead / 1e9,
-             "overhead / ckpt": overhead / size, "load s": r["seconds"], "cat s": cat_s,
-             "load / cat": r["seconds"] / cat_s}]
+             "overhead / ckpt": overhead / size, "load s": load_s, "cat s": cat_s,
+             "load / cat": load_s / cat_s, "read-into-new-memory s": floor_s,
+             "load / read-into-new-memory": load_s / floor_s}]
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -92,21 +93,22 @@ class _ReadLog:
     def __init__(self):
         self.slices: set = set()
         self.bytes = 0
+        self.lock = threading.Lock()  # the loader reads on several threads
 
     def install(self):
         from grok_flax import checkpoint
 
-        original = checkpoint._read_slice
+        original = checkpoint._read_into
 
-        def recording(spec, index, dtype):
-            arr = original(spec, index, dtype)
+        def recording(out, spec, index):
+            original(out, spec, index)
             key = (str(spec.path), spec.offset, _index_key(index))
-            if key not in self.slices:
-                self.slices.add(key)
-                self.bytes += arr.size * np.dtype(spec.dtype).itemsize
-            return arr
+            with self.lock:
+                if key not in self.slices:
+                    self.slices.add(key)
+                    self.bytes += out.size * np.dtype(spec.dtype).itemsize
 
-        checkpoint._read_slice = recording
+        checkpoint._read_into = recording
 
 
 def _index_key(index) -> tuple:

@@ -65,6 +65,45 @@ def test_load_accepts_ckpt0_folder_and_mesh(saved):
                                rtol=1e-4, atol=1e-4)
 
 
+def test_arrays_adopt_the_host_buffers_on_cpu(saved):
+    # on CPU the page-aligned host buffer a shard is read into *is* the device array
+    import grok_flax.checkpoint as ckpt
+
+    _, path = saved
+    seen = []
+    original = ckpt._host_empty
+
+    def recording(shape, dtype):
+        out = original(shape, dtype)
+        seen.append(out)
+        return out
+
+    ckpt._host_empty = recording
+    try:
+        loaded = load_checkpoint(path, CFG, progress=False)
+    finally:
+        ckpt._host_empty = original
+    w = loaded.layers.moe.linear.get_value().weight
+    host = {a.ctypes.data for a in seen}
+    assert w.addressable_shards[0].data.unsafe_buffer_pointer() in host
+
+
+@pytest.mark.parametrize("mesh_shape", [(1, 1), (2, 4)])
+def test_layer_by_layer_staging_equals_whole_shards(saved, monkeypatch, mesh_shape):
+    # the accelerator path (stacked parameters sent one layer at a time into a donated
+    # buffer), forced on CPU, gives the same arrays with the same shardings
+    import grok_flax.checkpoint as ckpt
+
+    model, path = saved
+    mesh = make_mesh(*mesh_shape)
+    whole = load_checkpoint(path, CFG, mesh=mesh, progress=False)
+    monkeypatch.setattr(ckpt, "_staging_budget", lambda mesh, largest: 0)
+    layered = load_checkpoint(path, CFG, mesh=mesh, progress=False)
+    for a, b, c in zip(_leaves(model), _leaves(whole), _leaves(layered), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(c))
+        assert b.sharding == c.sharding
+
+
 def test_every_problem_is_listed_at_once(saved, tmp_path):
     _, src = saved
     bad = tmp_path / "ckpt-0"
