@@ -19,7 +19,7 @@ import jax.numpy as jnp
 _FLOAT_DTYPES = ("float32", "bfloat16", "float16")
 _COMPUTE_DTYPES = ("auto", *_FLOAT_DTYPES)
 _ATTENTION_IMPLS = ("naive", "chunked")
-_MOE_IMPLS = ("dense", "sparse", "gather", "tiled")
+_MOE_IMPLS = ("dense", "sparse", "gather", "tiled", "ragged")
 
 
 def ffn_size(emb_size: int, widening_factor: float) -> int:
@@ -76,7 +76,9 @@ class GrokConfig:
     # --- algorithms (same function, different cost) ---
     attention_impl: str = "chunked"  # "naive": full T×S logits (reference); "chunked": online
     attention_chunk: int = 512  # query/key block size of the chunked attention
-    moe_impl: str = "sparse"  # "dense": reference all-experts; "sparse": only routed pairs
+    # "dense": reference all-experts; "sparse": only routed pairs (tiled/gather); "ragged":
+    # grouped matmuls (lax.ragged_dot), for accelerators
+    moe_impl: str = "sparse"
     moe_tile: int = 64  # rows per tile of the sorted, grouped expert matmul
     scan_layers: bool = True  # one compiled layer under lax.scan (False: a Python loop)
 

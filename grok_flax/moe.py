@@ -18,6 +18,10 @@ Dispatch algorithms, all the same function:
   expert). Static shapes, so it compiles once per token count.
 - ``"gather"``: for a handful of tokens (decoding), gather the chosen experts' weights and
   apply them row by row: only the k selected experts' weights are read.
+- ``"ragged"``: sort the pairs by expert and hand each weight to one grouped matmul,
+  ``jax.lax.ragged_dot`` (rows of group e times expert e's weight), int8 scales applied to
+  the output rows. On accelerators XLA runs it as a grouped GEMM; on CPU it is lowered to a
+  dense all-experts product (no win there), so it is an accelerator backend.
 - ``"sparse"`` (default): ``gather`` when there are fewer (token, expert) pairs than experts,
   else ``tiled``.
 """
@@ -74,6 +78,8 @@ class MoE(nnx.Module):
                 out = dense_dispatch(xf, ef, *self.weights(), self.cfg.num_experts)
             elif impl == "gather" or (impl == "sparse" and B * T * k < self.cfg.num_experts):
                 out = gather_dispatch(xf, ef, *self.weights())
+            elif impl == "ragged":
+                out = ragged_dispatch(xf, ef, *self.weights(), self.cfg.num_experts)
             elif impl in ("tiled", "sparse"):
                 out = tiled_dispatch(xf, ef, *self.weights(), self.cfg.num_experts,
                                      self.cfg.moe_tile)
@@ -151,5 +157,41 @@ def tiled_dispatch(x, experts, w, wv, w1, num_experts: int, tile: int):
     return jnp.zeros((A, D), x.dtype).at[order].set(out_sorted)
 
 
+def _grouped(rows, w, group_sizes, row_expert):
+    """rows [A, in] (sorted by expert) @ their expert's weight of w [E, in, out] -> [A, out].
+
+    Quantized weights stay int8 into the grouped matmul; their scales multiply the output
+    rows afterwards — per block of the contracted axis when G > 1 (one grouped matmul per
+    block), which is exactly ``x @ dequantize(w)`` up to rounding.
+    """
+    dtype = rows.dtype
+    if not isinstance(w, QArray):
+        return jax.lax.ragged_dot(rows, w.astype(dtype), group_sizes)
+    E, n_in, n_out = w.weight.shape
+    G = w.blocks
+    blocks = rows.reshape(rows.shape[0], G, n_in // G)  # [A, G, in/G]
+    weight = w.weight.reshape(E, G, n_in // G, n_out)  # [E, G, in/G, out]
+    out = jnp.zeros((rows.shape[0], n_out), jnp.float32)
+    for g in range(G):
+        y = jax.lax.ragged_dot(blocks[:, g], weight[:, g].astype(dtype), group_sizes,
+                               preferred_element_type=jnp.float32)  # [A, out]
+        out = out + y * w.scales[row_expert, g, :].astype(jnp.float32)
+    return out.astype(dtype)
+
+
+def ragged_dispatch(x, experts, w, wv, w1, num_experts: int):
+    """Accelerator path: pairs sorted by expert, one grouped matmul per weight. -> [N·k, D]."""
+    k = experts.shape[-1]
+    flat_e = experts.reshape(-1)  # [A = N·k]
+    order = jnp.argsort(flat_e, stable=True)  # pairs grouped by expert
+    sorted_e = flat_e[order]
+    group_sizes = jnp.bincount(flat_e, length=num_experts).astype(jnp.int32)  # [E]
+    rows = x[order // k]  # [A, D] the token of each sorted pair
+    h = (gelu_tanh(_grouped(rows, w, group_sizes, sorted_e))
+         * _grouped(rows, wv, group_sizes, sorted_e))  # [A, F]
+    out_sorted = _grouped(h, w1, group_sizes, sorted_e)  # [A, D]
+    return jnp.zeros_like(out_sorted).at[order].set(out_sorted)
+
+
 __all__ = ["MoE", "QArray", "dense_dispatch", "expert_ffn", "gather_dispatch", "gelu_tanh",
-           "tiled_dispatch"]
+           "ragged_dispatch", "tiled_dispatch"]

@@ -24,7 +24,7 @@ def test_sparse_equals_dense(E, k, B, T):
     x = jax.random.normal(jax.random.key(B * T), (B, T, cfg.emb_size))
     gates, experts, _ = router(x)
     dense = moe(x, gates, experts, impl="dense")
-    for impl in ("sparse", "tiled", "gather"):
+    for impl in ("sparse", "tiled", "gather", "ragged"):
         np.testing.assert_allclose(moe(x, gates, experts, impl=impl), dense, rtol=2e-5,
                                    atol=2e-5, err_msg=impl)
 
@@ -57,3 +57,16 @@ def test_tiled_dispatch_skips_unrouted_experts():
     gates = jnp.full((1, 20, 1), 0.7)
     np.testing.assert_allclose(moe(x, gates, experts, impl="tiled"),
                                moe(x, gates, experts, impl="dense"), rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("quantized", [True, False])
+def test_ragged_grouped_matmul_equals_dense(quantized):
+    # the accelerator backend (lax.ragged_dot); G = 8 scale blocks on linear_1 when quantized
+    cfg, moe, router = _moe(8, 2, quantized=quantized)
+    x = jax.random.normal(jax.random.key(3), (2, 11, cfg.emb_size))
+    gates, experts, _ = router(x)
+    dense = moe(x, gates, experts, impl="dense")
+    ragged = nnx.jit(lambda m, x, g, e: m(x, g, e, impl="ragged"))(moe, x, gates, experts)
+    np.testing.assert_allclose(ragged, dense, rtol=2e-5, atol=2e-5)
+    if quantized:
+        assert moe.linear_1.get_value().blocks == cfg.moe_out_scale_blocks > 1
