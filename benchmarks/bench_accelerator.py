@@ -1,7 +1,7 @@
 """Grok-1-sized pieces on an accelerator (GPU/TPU): MoE dispatch, attention, a few full-width
 layers end to end. Too big for the 2-core CPU box; run it where a GPU is lent:
 
-    python -m benchmarks.bench_accelerator [moe] [attention] [layers]
+    python -m benchmarks.bench_accelerator [moe] [tiles] [attention] [chunks] [layers]
 
 - MoE at Grok-1's expert shape (d 6144, ffn 32768, 8 experts, top-2, int8, bf16 activations):
   the reference's all-experts algorithm vs tiled, ragged (``lax.ragged_dot``) and, for one
@@ -104,6 +104,69 @@ def moe_rows(repeats: int = 5, cfg: GrokConfig | None = None,
     return rows
 
 
+def tile_rows(repeats: int = 5, cfg: GrokConfig | None = None, lengths=(2048, 8192),
+              tiles=(64, 256, 512, 1024)) -> list[dict]:
+    """Tiled dispatch's rows per tile: small tiles waste no padding but run many small
+    matmuls one after another; large ones feed the matrix units."""
+    cfg = cfg or GrokConfig.grok_1(num_layers=1, compute_dtype="bfloat16")
+    moe = random_module(lambda: MoE(cfg, rngs=nnx.Rngs(0)))
+    router = Router(cfg.emb_size, cfg.num_experts, cfg.num_selected_experts, rngs=nnx.Rngs(1))
+    w = moe.weights()
+    rows = []
+    for T in lengths:
+        x = jax.random.normal(jax.random.key(T), (T, cfg.emb_size), jnp.bfloat16)
+        _, experts, _ = router(x[None].astype(jnp.float32))
+        e = experts[0]
+        fns = {"dense": jax.jit(partial(_dense, cfg))}
+        fns.update({f"tile {n}": jax.jit(partial(_tiled, cfg, n)) for n in tiles})
+        ref = fns["dense"](x, e, w).astype(jnp.float32)
+        t = interleaved({k: (lambda f=f: f(x, e, w)) for k, f in fns.items()}, repeats)
+        for n in tiles:
+            out = fns[f"tile {n}"](x, e, w).astype(jnp.float32)
+            rows.append({"T": T, "tile rows": n, "ms": t[f"tile {n}"] * 1e3,
+                         "reference ms": t["dense"] * 1e3,
+                         "speed-up": t["dense"] / t[f"tile {n}"],
+                         "max rel diff": float(jnp.abs(out - ref).max() / jnp.abs(ref).max())})
+        print(table(rows[-len(tiles):], f"tiled dispatch, T={T}"), flush=True)
+    return rows
+
+
+def _dense(cfg, x, e, w):
+    from grok_flax import moe as m
+
+    return m.dense_dispatch(x, e, *w, cfg.num_experts)
+
+
+def _tiled(cfg, tile, x, e, w):
+    from grok_flax import moe as m
+
+    return m.tiled_dispatch(x, e, *w, cfg.num_experts, tile)
+
+
+def chunk_rows(lengths=(8192, 32768), chunks=(512, 1024, 2048), repeats: int = 3,
+               heads=(8, 6, 128)) -> list[dict]:
+    """Chunked attention's block size at long contexts (bf16, Grok-1 heads)."""
+    K, G, H = heads
+    rows = []
+    for T in lengths:
+        ks = jax.random.split(jax.random.key(T), 3)
+        q = (jax.random.normal(ks[0], (1, T, K, G, H)) * 2).astype(jnp.bfloat16)
+        k = (jax.random.normal(ks[1], (1, T, K, H)) * 2).astype(jnp.bfloat16)
+        v = jax.random.normal(ks[2], (1, T, K, H)).astype(jnp.bfloat16)
+        pos = jnp.broadcast_to(jnp.arange(T), (1, T))
+        valid = jnp.ones((1, T), bool)
+        fns = {c: jax.jit(partial(attend_chunked, multiplier=H ** -0.5, chunk=c))
+               for c in chunks}
+        args = (q, k, v, pos, pos, valid)
+        t = interleaved({c: (lambda f=f: f(*args)) for c, f in fns.items()}, repeats)
+        for c in chunks:
+            rows.append({"T": T, "chunk": c, "ms": t[c] * 1e3,
+                         "temp MiB": temp_bytes(partial(attend_chunked, multiplier=H ** -0.5,
+                                                        chunk=c), *args) / 2**20})
+        print(table(rows[-len(chunks):], f"chunk sizes, T={T}"), flush=True)
+    return rows
+
+
 def _dispatch(impl, cfg, x, e, w):
     from grok_flax import moe as m
 
@@ -186,10 +249,11 @@ def layer_rows(num_layers: int = 4, cfg: GrokConfig | None = None,
 
 
 if __name__ == "__main__":
-    which = sys.argv[1:] or ["moe", "attention", "layers"]
+    which = sys.argv[1:] or ["moe", "tiles", "attention", "chunks", "layers"]
     print(machine(), flush=True)
     for name in which:
         t = time.perf_counter()
-        rows = {"moe": moe_rows, "attention": attention_rows, "layers": layer_rows}[name]()
+        rows = {"moe": moe_rows, "tiles": tile_rows, "attention": attention_rows,
+                "chunks": chunk_rows, "layers": layer_rows}[name]()
         print(table(rows, f"{name} ({machine()})"), f"\n({time.perf_counter() - t:.0f} s)\n",
               flush=True)
