@@ -79,7 +79,9 @@ class GrokConfig:
     # "dense": reference all-experts; "sparse": only routed pairs (tiled/gather); "ragged":
     # grouped matmuls (lax.ragged_dot), for accelerators
     moe_impl: str = "sparse"
-    moe_tile: int = 64  # rows per tile of the sorted, grouped expert matmul
+    # rows per tile of the sorted, grouped expert matmul; "auto": 64 on CPU, on GPU/TPU the
+    # mean rows per expert as a power of two in 256..1024 (see moe.auto_tile)
+    moe_tile: int | str = "auto"
     scan_layers: bool = True  # one compiled layer under lax.scan (False: a Python loop)
 
     def __post_init__(self):
@@ -93,7 +95,9 @@ class GrokConfig:
 
         positive("vocab_size", "sequence_len", "emb_size", "key_size", "num_q_heads",
                  "num_kv_heads", "num_layers", "num_experts", "num_selected_experts",
-                 "attn_out_scale_blocks", "moe_out_scale_blocks", "attention_chunk", "moe_tile")
+                 "attn_out_scale_blocks", "moe_out_scale_blocks", "attention_chunk")
+        if self.moe_tile != "auto":
+            positive("moe_tile")
         if problems:
             raise ValueError("invalid GrokConfig: " + "; ".join(problems))
         if self.num_q_heads % self.num_kv_heads:

@@ -70,3 +70,25 @@ def test_ragged_grouped_matmul_equals_dense(quantized):
     np.testing.assert_allclose(ragged, dense, rtol=2e-5, atol=2e-5)
     if quantized:
         assert moe.linear_1.get_value().blocks == cfg.moe_out_scale_blocks > 1
+
+
+def test_auto_tile_per_platform_and_config_validation():
+    from grok_flax.moe import auto_tile
+
+    assert auto_tile(4096, 8, "cpu") == 64
+    assert auto_tile(4096, 8, "gpu") == 512  # mean rows per expert
+    assert auto_tile(16384, 8, "gpu") == 1024 and auto_tile(16, 8, "tpu") == 256
+    assert GrokConfig.grok_1().moe_tile == "auto"
+    for bad in (0, -64, "big", 1.5):
+        with pytest.raises(ValueError, match="moe_tile"):
+            GrokConfig.tiny(moe_tile=bad)
+
+
+def test_profile_scope_names_the_dispatch_that_runs():
+    cfg, moe, router = _moe(8, 2)
+    for T, want in ((16, "experts_tiled"), (1, "experts_gather")):
+        x = jax.random.normal(jax.random.key(T), (1, T, cfg.emb_size))
+        gates, experts, _ = router(x)
+        text = jax.jit(lambda x, g, e: moe(x, g, e)).lower(x, gates, experts).as_text(
+            debug_info=True)
+        assert want in text and "experts_sparse" not in text
