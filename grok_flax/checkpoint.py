@@ -121,6 +121,36 @@ def _parse_all(files: dict[int, Path]):
     return specs, problems
 
 
+_PREFETCH_BYTES = 1 << 30
+
+
+def _prefetch(specs: dict, budget: int = _PREFETCH_BYTES) -> None:
+    """Ask the kernel to start reading the first ``budget`` payload bytes (file order) into
+    the page cache in the background (``POSIX_FADV_WILLNEED``); a hint only, never an error.
+    """
+    if not hasattr(os, "posix_fadvise"):
+        return
+    arrays = []
+    for i in sorted(specs):
+        spec = specs[i]
+        arrays += [spec.weight, spec.scales] if isinstance(spec, QuantizedSpec) else [spec]
+    for spec in arrays:
+        if budget <= 0:
+            return
+        if spec.inline_data is not None or not spec.nbytes:
+            continue
+        try:
+            fd = os.open(spec.path, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, spec.offset, min(spec.nbytes, budget),
+                                 os.POSIX_FADV_WILLNEED)
+            finally:
+                os.close(fd)
+        except OSError:
+            return
+        budget -= spec.nbytes
+
+
 def _detect_layout(cfg: GrokConfig, specs: dict, order) -> GrokConfig:
     """Quantized or float linears, and each block-scaled weight's G, as the files say."""
     by_name = {name: specs.get(i) for i, (name, _, _) in enumerate(order)}
@@ -181,6 +211,7 @@ def _plan(path, cfg: GrokConfig):
     order = release_names(cfg.num_layers)
     specs, parse_problems = _parse_all(files)
     problems += parse_problems
+    _prefetch(specs)  # the disk works while the model is traced and the files are checked
     cfg = _detect_layout(cfg, specs, order)
     abstract = abstract_model(cfg)
     state = nnx.state(abstract, nnx.Param)
