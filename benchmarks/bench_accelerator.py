@@ -171,7 +171,9 @@ def _dispatch(impl, cfg, x, e, w):
     from grok_flax import moe as m
 
     if impl == "tiled":
-        return m.tiled_dispatch(x, e, *w, cfg.num_experts, cfg.moe_tile)
+        tile = cfg.moe_tile if cfg.moe_tile != "auto" else m.auto_tile(x.shape[0] * e.shape[1],
+                                                                       cfg.num_experts)
+        return m.tiled_dispatch(x, e, *w, cfg.num_experts, tile)
     if impl == "ragged":
         return m.ragged_dispatch(x, e, *w, cfg.num_experts)
     return m.gather_dispatch(x, e, *w)

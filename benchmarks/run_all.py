@@ -30,7 +30,9 @@ TITLES = {
 
 def main(names: list[str]) -> str:
     out = [f"# Benchmarks\n\nMachine: {machine()}. Medians of interleaved repeats after "
-           f"warm-up; produced by `python -m benchmarks.run_all`.\n"]
+           f"warm-up; produced by `python -m benchmarks.run_all`. GPU figures: "
+           f"[benchmarks_gpu.md](benchmarks_gpu.md) (`python -m benchmarks.bench_accelerator`)."
+           f"\n"]
     for name in names:
         mod = importlib.import_module(f"benchmarks.bench_{name}")
         t = time.perf_counter()
