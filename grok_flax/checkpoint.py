@@ -37,6 +37,7 @@ from grok_flax.ckpt_format import (
     QuantizedSpec,
     parse_tensor_file,
     read_array,
+    read_payload_into,
     tensor_file_name,
     write_array_file,
     write_quantized_file,
@@ -130,11 +131,7 @@ def _prefetch(specs: dict, budget: int = _PREFETCH_BYTES) -> None:
     """
     if not hasattr(os, "posix_fadvise"):
         return
-    arrays = []
-    for i in sorted(specs):
-        spec = specs[i]
-        arrays += [spec.weight, spec.scales] if isinstance(spec, QuantizedSpec) else [spec]
-    for spec in arrays:
+    for spec in (a for i in sorted(specs) for a in _arrays(specs[i])):
         if budget <= 0:
             return
         if spec.inline_data is not None or not spec.nbytes:
@@ -247,25 +244,15 @@ def _read_into(out: np.ndarray, spec: ArraySpec, index: tuple) -> None:
     """Fill ``out`` with the ``index`` slice of the array ``spec`` describes.
 
     A whole, C-ordered array of the same dtype is read straight from the file into ``out``
-    (``preadv``: one copy out of the page cache, as ``cat`` does); anything else — a slice
-    of a sharded dimension, another dtype, Fortran order — goes through a memory map.
+    (one copy out of the page cache, as ``cat`` does); anything else — a slice of a sharded
+    dimension, another dtype, Fortran order — goes through a memory map.
     """
-    whole = all(s == slice(None) or s.indices(n) == (0, n, 1)
-                for s, n in zip(index, spec.shape, strict=True))
+    whole = all(s.indices(n) == (0, n, 1) for s, n in zip(index, spec.shape, strict=True))
     if (whole and spec.dtype == out.dtype and not spec.fortran_order
             and spec.inline_data is None and out.flags.c_contiguous and spec.nbytes):
-        view, done = memoryview(out.reshape(-1).view(np.uint8)), 0
-        fd = os.open(spec.path, os.O_RDONLY)
-        try:
-            while done < spec.nbytes:
-                n = os.preadv(fd, [view[done:]], spec.offset + done)
-                if n <= 0:
-                    raise CheckpointError(f"{spec.path}: file ends inside the array payload")
-                done += n
-        finally:
-            os.close(fd)
-        return
-    out[...] = read_array(spec, mmap=True)[index]
+        read_payload_into(spec, out)
+    else:
+        out[...] = read_array(spec, mmap=True)[index]
 
 
 def _host_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
@@ -403,10 +390,9 @@ def load_checkpoint(path: str | os.PathLike, config: GrokConfig, mesh=None, *,
     mesh = make_mesh(1, 1, jax.devices()[:1]) if mesh is None else mesh
     graphdef, state = nnx.split(abstract)
     shardings = state_shardings(state, mesh)
-    sizes = [_spec_bytes(s) for specs in homes.values() for s in specs]
-    total = sum(sizes)
-    budget = _staging_budget(mesh, max(sizes))
-    bar = _progress(total, progress)
+    sizes = {mpath: [_spec_bytes(s) for s in specs] for mpath, specs in homes.items()}
+    budget = _staging_budget(mesh, max(max(v) for v in sizes.values()))
+    bar = _progress(sum(sum(v) for v in sizes.values()), progress)
     t0 = time.perf_counter()
     pending = []
     for mpath, specs in homes.items():
@@ -421,7 +407,7 @@ def load_checkpoint(path: str | os.PathLike, config: GrokConfig, mesh=None, *,
             finish = _join_quantized(*parts)
         else:
             finish = _load_array(specs, aval, shard, stacked, budget)
-        pending.append((var, finish, sum(_spec_bytes(s) for s in specs)))
+        pending.append((var, finish, sum(sizes[mpath])))
         if budget is not None:  # accelerator: one parameter's host staging at a time
             _finish(*pending.pop(), bar)
     for p in pending:  # CPU: every read was queued at once, so the pool never idles
@@ -443,10 +429,13 @@ def _finish(var, finish, nbytes: int, bar) -> None:
         bar.update(nbytes)
 
 
+def _arrays(spec) -> tuple[ArraySpec, ...]:
+    """The arrays one tensor file holds: int8 weight and scales, or one float array."""
+    return (spec.weight, spec.scales) if isinstance(spec, QuantizedSpec) else (spec,)
+
+
 def _spec_bytes(spec) -> int:
-    if isinstance(spec, QuantizedSpec):
-        return spec.weight.nbytes + spec.scales.nbytes
-    return spec.nbytes
+    return sum(a.nbytes for a in _arrays(spec))
 
 
 def _progress(total: int, enabled: bool):

@@ -69,6 +69,7 @@ __all__ = [
     "QuantizedSpec",
     "parse_tensor_file",
     "read_array",
+    "read_payload_into",
     "read_tensor_file",
     "tensor_file_name",
     "write_array_file",
@@ -174,15 +175,25 @@ def read_array(spec: ArraySpec, mmap: bool = True) -> np.ndarray:
             order=order,
         )
     flat = np.empty(spec.nbytes, dtype=np.uint8)
-    with open(spec.path, "rb") as f:
-        f.seek(spec.offset)
-        view, done = memoryview(flat), 0
+    read_payload_into(spec, flat)
+    return flat.view(spec.dtype).reshape(spec.shape, order=order)
+
+
+def read_payload_into(spec: ArraySpec, out: np.ndarray) -> None:
+    """Read the array's raw payload bytes from its file into the C-contiguous ``out`` of
+    exactly ``spec.nbytes`` bytes (``preadv``: one copy out of the page cache, thread-safe)."""
+    view, done = memoryview(out.reshape(-1).view(np.uint8)), 0
+    if len(view) != spec.nbytes:
+        raise ValueError(f"buffer of {len(view)} bytes for a {spec.nbytes}-byte payload")
+    fd = os.open(spec.path, os.O_RDONLY)
+    try:
         while done < spec.nbytes:
-            n = f.readinto(view[done:])
-            if not n:
+            n = os.preadv(fd, [view[done:]], spec.offset + done)
+            if n <= 0:
                 raise CheckpointError(f"{spec.path}: file ends inside the array payload")
             done += n
-    return flat.view(spec.dtype).reshape(spec.shape, order=order)
+    finally:
+        os.close(fd)
 
 
 def read_tensor_file(path: str | os.PathLike) -> np.ndarray | tuple[np.ndarray, np.ndarray]:

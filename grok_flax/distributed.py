@@ -99,6 +99,7 @@ class _ReadLog:
         from grok_flax import checkpoint
 
         original = checkpoint._read_into
+        _index_key = checkpoint._index_key
 
         def recording(out, spec, index):
             original(out, spec, index)
@@ -109,10 +110,6 @@ class _ReadLog:
                     self.bytes += out.size * np.dtype(spec.dtype).itemsize
 
         checkpoint._read_into = recording
-
-
-def _index_key(index) -> tuple:
-    return tuple((s.start, s.stop, s.step) if isinstance(s, slice) else s for s in index)
 
 
 def worker(args: argparse.Namespace) -> int:
