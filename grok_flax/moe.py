@@ -105,8 +105,6 @@ def auto_tile(pairs: int, num_experts: int, platform: str | None = None) -> int:
     faster than the all-experts reference — so the mean rows per expert, rounded up to a
     power of two, within 256…1024.
     """
-    import jax
-
     if (platform or jax.default_backend()) == "cpu":
         return 64
     mean = max(1, pairs // num_experts)
@@ -144,6 +142,20 @@ def gather_dispatch(x, experts, w, wv, w1):
     return per_row[:, 0, :]
 
 
+def sort_pairs(experts, num_experts: int):
+    """Group the (token, expert) pairs by expert. experts [N, k] -> ``order`` [A = N·k]
+    (pair a = token a // k, slot a % k, listed expert by expert, stable), the expert of each
+    sorted pair [A], and the pairs per expert [E]."""
+    flat_e = experts.reshape(-1)  # [A]
+    order = jnp.argsort(flat_e, stable=True)
+    return order, flat_e[order], jnp.bincount(flat_e, length=num_experts)
+
+
+def unsort(out_sorted, order):
+    """Rows computed in ``sort_pairs`` order [A, D] back to pair order."""
+    return jnp.zeros_like(out_sorted).at[order].set(out_sorted)
+
+
 def tiled_dispatch(x, experts, w, wv, w1, num_experts: int, tile: int):
     """Prefill path: sort pairs by expert, one matmul per tile of one expert. -> [N·k, D]."""
     N, D = x.shape
@@ -151,10 +163,7 @@ def tiled_dispatch(x, experts, w, wv, w1, num_experts: int, tile: int):
     A = N * k
     E = num_experts
     tile = max(1, min(tile, A))
-    flat_e = experts.reshape(-1)  # [A]
-    order = jnp.argsort(flat_e, stable=True)  # pairs grouped by expert
-    sorted_e = flat_e[order]
-    counts = jnp.bincount(flat_e, length=E)  # [E] pairs per expert
+    order, sorted_e, counts = sort_pairs(experts, E)
     tiles_per_e = -(-counts // tile)  # ceil
     first_tile = jnp.cumsum(tiles_per_e) - tiles_per_e  # [E]
     first_pair = jnp.cumsum(counts) - counts  # [E]
@@ -177,7 +186,7 @@ def tiled_dispatch(x, experts, w, wv, w1, num_experts: int, tile: int):
     out_tiles = jax.lax.map(
         run_tile, (jnp.arange(num_tiles), rows.reshape(num_tiles, tile, D), tile_expert))
     out_sorted = out_tiles.reshape(num_tiles * tile, D)[dest]  # [A, D] in sorted order
-    return jnp.zeros((A, D), x.dtype).at[order].set(out_sorted)
+    return unsort(out_sorted, order)
 
 
 def _grouped(rows, w, group_sizes, row_expert):
@@ -205,15 +214,13 @@ def _grouped(rows, w, group_sizes, row_expert):
 def ragged_dispatch(x, experts, w, wv, w1, num_experts: int):
     """Accelerator path: pairs sorted by expert, one grouped matmul per weight. -> [N·k, D]."""
     k = experts.shape[-1]
-    flat_e = experts.reshape(-1)  # [A = N·k]
-    order = jnp.argsort(flat_e, stable=True)  # pairs grouped by expert
-    sorted_e = flat_e[order]
-    group_sizes = jnp.bincount(flat_e, length=num_experts).astype(jnp.int32)  # [E]
+    order, sorted_e, counts = sort_pairs(experts, num_experts)
+    group_sizes = counts.astype(jnp.int32)  # [E]
     rows = x[order // k]  # [A, D] the token of each sorted pair
     h = (gelu_tanh(_grouped(rows, w, group_sizes, sorted_e))
          * _grouped(rows, wv, group_sizes, sorted_e))  # [A, F]
     out_sorted = _grouped(h, w1, group_sizes, sorted_e)  # [A, D]
-    return jnp.zeros_like(out_sorted).at[order].set(out_sorted)
+    return unsort(out_sorted, order)
 
 
 __all__ = ["MoE", "QArray", "auto_tile", "dense_dispatch", "expert_ffn", "gather_dispatch",
