@@ -28,7 +28,7 @@ from flax import nnx
 from benchmarks.common import interleaved, machine, table, temp_bytes
 from grok_flax import Grok, GrokConfig
 from grok_flax.attention import attend_chunked, attend_naive
-from grok_flax.moe import MoE
+from grok_flax.moe import MoE, dense_dispatch, tiled_dispatch
 from grok_flax.quant import QArray
 from grok_flax.router import Router
 
@@ -74,7 +74,7 @@ def grouped_kernels(fn, *args) -> str:
 def moe_rows(repeats: int = 5, cfg: GrokConfig | None = None,
              lengths=(2048, 8192)) -> list[dict]:
     cfg = cfg or GrokConfig.grok_1(num_layers=1, compute_dtype="bfloat16")
-    moe = random_module(lambda: MoE(cfg, rngs=nnx.Rngs(0)))
+    graphdef, params = nnx.split(random_module(lambda: MoE(cfg, rngs=nnx.Rngs(0))))
     router = Router(cfg.emb_size, cfg.num_experts, cfg.num_selected_experts, rngs=nnx.Rngs(1))
     rows = []
     cases = [(f"prefill T={T}", 1, T, ("tiled", "ragged")) for T in lengths[:1]]
@@ -84,17 +84,15 @@ def moe_rows(repeats: int = 5, cfg: GrokConfig | None = None,
     for name, B, T, impls in cases:
         x = jax.random.normal(jax.random.key(T), (B, T, cfg.emb_size), jnp.bfloat16)
         gates, experts, _ = router(x.astype(jnp.float32))
-        fns = {impl: nnx.jit(lambda m, x, g, e, impl=impl: m(x, g, e, impl=impl))
-               for impl in ("dense", *impls)}
-        ref = fns["dense"](moe, x, gates, experts).astype(jnp.float32)
+        args = (params, x, gates, experts)
+        calls = {impl: partial(_moe_call, graphdef, impl) for impl in ("dense", *impls)}
+        fns = {impl: jax.jit(f) for impl, f in calls.items()}
+        ref = fns["dense"](*args).astype(jnp.float32)
         scale = float(jnp.abs(ref).max())
-        t = interleaved({k: (lambda f=f: f(moe, x, gates, experts)) for k, f in fns.items()},
-                        repeats)
+        t = interleaved({k: (lambda f=f: f(*args)) for k, f in fns.items()}, repeats)
         for impl in impls:
-            out = fns[impl](moe, x, gates, experts).astype(jnp.float32)
-            kern = grouped_kernels(partial(_dispatch, impl, cfg), x.reshape(-1, cfg.emb_size),
-                                   experts.reshape(-1, cfg.num_selected_experts),
-                                   moe.weights())
+            out = fns[impl](*args).astype(jnp.float32)
+            kern = grouped_kernels(calls[impl], *args)
             rows.append({"case": name, "dispatch": impl, "ms": t[impl] * 1e3,
                          "reference ms": t["dense"] * 1e3,
                          "speed-up": t["dense"] / t[impl],
@@ -131,16 +129,17 @@ def tile_rows(repeats: int = 5, cfg: GrokConfig | None = None, lengths=(2048, 81
     return rows
 
 
-def _dense(cfg, x, e, w):
-    from grok_flax import moe as m
+def _moe_call(graphdef, impl, params, x, gates, experts):
+    """The MoE layer as a pure function of its parameters, with dispatch ``impl``."""
+    return nnx.merge(graphdef, params)(x, gates, experts, impl=impl)
 
-    return m.dense_dispatch(x, e, *w, cfg.num_experts)
+
+def _dense(cfg, x, e, w):
+    return dense_dispatch(x, e, *w, cfg.num_experts)
 
 
 def _tiled(cfg, tile, x, e, w):
-    from grok_flax import moe as m
-
-    return m.tiled_dispatch(x, e, *w, cfg.num_experts, tile)
+    return tiled_dispatch(x, e, *w, cfg.num_experts, tile)
 
 
 def chunk_rows(lengths=(8192, 32768), chunks=(512, 1024, 2048), repeats: int = 3,
@@ -155,28 +154,15 @@ def chunk_rows(lengths=(8192, 32768), chunks=(512, 1024, 2048), repeats: int = 3
         v = jax.random.normal(ks[2], (1, T, K, H)).astype(jnp.bfloat16)
         pos = jnp.broadcast_to(jnp.arange(T), (1, T))
         valid = jnp.ones((1, T), bool)
-        fns = {c: jax.jit(partial(attend_chunked, multiplier=H ** -0.5, chunk=c))
-               for c in chunks}
+        calls = {c: partial(attend_chunked, multiplier=H ** -0.5, chunk=c) for c in chunks}
+        fns = {c: jax.jit(f) for c, f in calls.items()}
         args = (q, k, v, pos, pos, valid)
         t = interleaved({c: (lambda f=f: f(*args)) for c, f in fns.items()}, repeats)
         for c in chunks:
             rows.append({"T": T, "chunk": c, "ms": t[c] * 1e3,
-                         "temp MiB": temp_bytes(partial(attend_chunked, multiplier=H ** -0.5,
-                                                        chunk=c), *args) / 2**20})
+                         "temp MiB": temp_bytes(calls[c], *args) / 2**20})
         print(table(rows[-len(chunks):], f"chunk sizes, T={T}"), flush=True)
     return rows
-
-
-def _dispatch(impl, cfg, x, e, w):
-    from grok_flax import moe as m
-
-    if impl == "tiled":
-        tile = cfg.moe_tile if cfg.moe_tile != "auto" else m.auto_tile(x.shape[0] * e.shape[1],
-                                                                       cfg.num_experts)
-        return m.tiled_dispatch(x, e, *w, cfg.num_experts, tile)
-    if impl == "ragged":
-        return m.ragged_dispatch(x, e, *w, cfg.num_experts)
-    return m.gather_dispatch(x, e, *w)
 
 
 def attention_rows(lengths=(2048, 4096, 8192, 32768), repeats: int = 5, chunk: int = 512,

@@ -147,20 +147,20 @@ def main(repeats: int = 5, cold_repeats: int = 3) -> list[dict]:
             for k, fn in contenders.items():  # the page cache emptied before each one
                 _drop_page_cache()
                 cold[k].append(fn())
-        cat_s, floor_s, load_s = (statistics.median(times[k]) for k in contenders)
     overhead = max(0, r["peak"] - r["arrays"])
     rows = [{"checkpoint GB": size / 1e9, "loaded arrays GB": r["arrays"] / 1e9,
              "peak RssAnon GB": r["peak"] / 1e9, "overhead GB": overhead / 1e9,
-             "overhead / ckpt": overhead / size, "load s": load_s, "cat s": cat_s,
-             "load / cat": load_s / cat_s, "read-into-new-memory s": floor_s,
-             "load / read-into-new-memory": load_s / floor_s}]
+             "overhead / ckpt": overhead / size, **_timing_columns(times)}]
     if cold["load"]:
-        cat_c, floor_c, load_c = (statistics.median(cold[k]) for k in contenders)
         rows.append({**rows[0], "peak RssAnon GB": "", "overhead GB": "",
-                     "overhead / ckpt": "cold cache", "load s": load_c, "cat s": cat_c,
-                     "load / cat": load_c / cat_c, "read-into-new-memory s": floor_c,
-                     "load / read-into-new-memory": load_c / floor_c})
+                     "overhead / ckpt": "cold cache", **_timing_columns(cold)})
     return rows
+
+
+def _timing_columns(times: dict[str, list[float]]) -> dict:
+    cat_s, floor_s, load_s = (statistics.median(times[k]) for k in ("cat", "floor", "load"))
+    return {"load s": load_s, "cat s": cat_s, "load / cat": load_s / cat_s,
+            "read-into-new-memory s": floor_s, "load / read-into-new-memory": load_s / floor_s}
 
 
 def _drop_page_cache() -> bool:
