@@ -260,7 +260,8 @@ def _host_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
 
     Page alignment lets JAX's CPU backend adopt the buffer as the device array without a
     copy, and nothing is zero-filled that the checkpoint overwrites anyway. (Transparent
-    huge pages were tried: compacting memory for them made loading 3× slower.)
+    huge pages were tried: on VMs that report free memory to the host, each huge page is
+    faulted in again on the host, and reading was 4–6× slower; docs/performance.md.)
     """
     nbytes = int(np.prod(shape)) * dtype.itemsize
     if nbytes < 1 << 16:  # small: 64-byte alignment inside an ordinary allocation
