@@ -8,9 +8,12 @@ and ``PARAM_HOMES`` says where each released tensor lives in ``grok_flax.Grok``.
 Loading is safe and bounded:
 - no pickle is executed: ``ckpt_format`` walks each file's opcodes against an allow-list
   and only *locates* the raw bytes of each array;
-- the bytes are memory-mapped and each device's shard is built straight from its slice
-  (``jax.make_array_from_callback``), one layer at a time into the stacked parameter, int8
-  staying int8 — so host memory beyond the loaded arrays stays near one tensor;
+- each device's shard is read straight from the files into a page-aligned host buffer
+  (whole tensors with ``preadv`` on a thread pool, slices through a memory map), int8
+  staying int8. On CPU those buffers *are* the arrays; on an accelerator they are staging,
+  one parameter at a time, and a stacked parameter too big to stage goes one layer at a
+  time into a donated device buffer — so host memory beyond the loaded arrays stays near
+  one tensor;
 - before anything is read, every file is checked against the model the config describes and
   *all* problems (missing, extra, mis-shaped, wrong dtype, unreadable) are raised at once.
 """
