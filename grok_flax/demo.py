@@ -60,10 +60,8 @@ DEMO_FILES = ("config.json", "tokenizer.model", "ckpt-0")
 
 
 def demo_dir() -> Path:
-    """The bundled demo folder, located through the installed package's resources."""
-    from importlib import resources
-
-    return Path(str(resources.files("grok_flax") / "data" / "demo"))
+    """The bundled demo folder (``grok_flax/data/demo`` of the installed package)."""
+    return DEMO_DIR
 
 
 def load(path=None, *, mesh=None):

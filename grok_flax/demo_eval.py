@@ -173,13 +173,11 @@ def entropy(counts: np.ndarray) -> float:
 
 
 def plot_routing(counts: np.ndarray, path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend stays as it is
 
     L, C, E = counts.shape
-    fig, axes = plt.subplots(1, L, figsize=(3.3 * L + 1.2, 3.6), squeeze=False)
+    fig = Figure(figsize=(3.3 * L + 1.2, 3.6))
+    axes = fig.subplots(1, L, squeeze=False)
     for layer, ax in enumerate(axes[0]):
         cond = counts[layer] / np.maximum(counts[layer].sum(1, keepdims=True), 1)
         im = ax.imshow(cond, vmin=0, vmax=max(0.5, float(cond.max())), cmap="viridis",
@@ -197,7 +195,6 @@ def plot_routing(counts: np.ndarray, path, title: str) -> None:
     fig.suptitle(title, fontsize=11)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
 
 
 # ------------------------------------------------------------------------------------ samples
@@ -221,12 +218,12 @@ def evaluate(demo_dir=None, float_ckpt=None, eval_windows: int | None = None,
 
     from grok_flax.checkpoint import load_checkpoint
     from grok_flax.config import GrokConfig
-    from grok_flax.demo import load
+    from grok_flax.demo import DEMO_DIR, load
     from grok_flax.train import evaluate_loss, heldout_windows, init_model
 
     t0 = time.perf_counter()
     model, tok, cfg = load(demo_dir)
-    d = Path(demo_dir) if demo_dir else _demo_dir()
+    d = Path(demo_dir) if demo_dir else DEMO_DIR
     sp = spm.SentencePieceProcessor(model_file=str(d / "tokenizer.model"))
     seq = cfg.sequence_len
     held_docs = corpus.stdlib_documents(split="heldout")
@@ -289,12 +286,6 @@ def _bits_per_byte(ce: float, windows: np.ndarray, sp) -> float:
     nbytes = sum(len(sp.decode([int(t)]).encode()) if not sp.is_byte(int(t)) else 1
                  for t in targets)
     return ce * len(targets) / math.log(2) / max(nbytes, 1)
-
-
-def _demo_dir() -> Path:
-    from grok_flax.demo import DEMO_DIR
-
-    return DEMO_DIR
 
 
 def main(argv: list[str] | None = None) -> int:
