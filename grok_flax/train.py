@@ -353,10 +353,7 @@ def train(out: str | os.PathLike, settings: TrainSettings = TrainSettings(), *,
 
 
 def plot_loss(summary: dict, path: str | os.PathLike) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend stays as it is
 
     log = summary["log"]
     steps = np.array([r["step"] for r in log])
@@ -364,7 +361,8 @@ def plot_loss(summary: dict, path: str | os.PathLike) -> None:
     aux = np.array([r["aux"] for r in log])
     k = max(1, min(20, len(ce) // 10))
     smooth = np.convolve(ce, np.ones(k) / k, mode="valid")
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw=dict(width_ratios=[3, 2]))
+    fig = Figure(figsize=(11, 4))
+    a1, a2 = fig.subplots(1, 2, gridspec_kw=dict(width_ratios=[3, 2]))
     a1.plot(steps, ce, color="0.8", lw=0.8, label="train CE (per batch)")
     a1.plot(steps[k - 1:], smooth, color="C0", label=f"train CE ({k}-step mean)")
     ev = summary["evals"]
@@ -385,7 +383,6 @@ def plot_loss(summary: dict, path: str | os.PathLike) -> None:
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 # --------------------------------------------------------------------------------------- cli
