@@ -2,7 +2,9 @@
 #   make demo   set up .venv, run the demo model (generation + routing figure, runs/demo/) and
 #               execute the walkthrough notebooks (executed copies in runs/notebooks/)
 #   make test   set up .venv and run ruff + the whole test suite (what CI runs)
-PYTHON ?= python3
+# a Python >= 3.12 (python3.13 / python3.12 / python3 on PATH, else a pyenv-installed one);
+# override with `make PYTHON=/path/to/python3.12 ...`
+PYTHON ?= $(shell sh tools/find_python.sh 2>/dev/null)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -14,6 +16,10 @@ export JAX_PLATFORMS ?= cpu
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || sh tools/find_python.sh >/dev/null
+	@if [ -x $(BIN)/python ] && ! $(BIN)/python -c 'import sys; sys.exit(sys.version_info < (3, 12))'; \
+	then echo "$(VENV) has Python < 3.12: rebuilding it"; rm -rf $(VENV); fi
+	@echo "setting up $(VENV) with $(PYTHON) ($$($(PYTHON) --version))"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[dev]"

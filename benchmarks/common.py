@@ -31,6 +31,15 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int = 5,
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def load_line() -> str:
+    """The machine's load before a benchmark starts: ratios measured on a busy machine are
+    distorted (the all-experts reference, one big multi-threaded matmul, suffers most)."""
+    one, five, fifteen = os.getloadavg()
+    cores = os.cpu_count() or 1
+    busy = "" if one < 1 else f" — BUSY: {one:.2f} ≥ 1, ratios will be distorted"
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {cores} cores{busy}"
+
+
 def machine() -> str:
     dev = jax.devices()[0]
     return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from grok_flax import kv_memory
 from grok_flax.config import GrokConfig
 from grok_flax.quant import linear_param, matmul
 from grok_flax.rope import RotaryEmbedding
@@ -134,15 +135,16 @@ class Attention(nnx.Module):
                                    logical=("q_heads", "embed"), **lin)  # [Nq·H, D]
         self.rope = RotaryEmbedding(H, cfg.rope_base)
 
-    def __call__(self, x, positions, kv=None, *, k_pos=None, k_valid, step=None,
+    def __call__(self, x, positions, kv=None, *, k_pos=None, k_valid, step=None, layer=0,
                  return_weights: bool = False):
         """x [B, T, D]; positions [B, T].
 
         Without memory (``kv=None``) keys are this call's tokens: ``k_valid`` [B, T].
-        With memory ``kv = (k_mem, v_mem)`` [B, S, K, H], this call's keys/values are written
-        at per-row offsets ``step`` [B] and attention runs over all S slots; ``k_valid``
-        [B, S] then says which slots hold real tokens. Returns (out [B, T, D], new kv or None,
-        weights or None).
+        With memory, ``kv = (k_stack, v_stack)`` [L, B, S, K, H] (every layer's, as the model
+        carries them): this call's keys/values are written into layer ``layer`` at per-row
+        offsets ``step`` [B] — only those slots — and attention runs over that layer's S
+        slots; ``k_valid`` [B, S] then says which slots hold real tokens. Returns
+        (out [B, T, D], the updated stacks or None, weights or None).
         """
         cfg = self.cfg
         B, T, _ = x.shape
@@ -156,11 +158,10 @@ class Attention(nnx.Module):
         new_kv = None
         if kv is not None:
             with jax.named_scope("kv_memory_write"):
-                k_mem, v_mem = kv
-                write = jax.vmap(lambda m, u, s: jax.lax.dynamic_update_slice_in_dim(m, u, s, 0))
-                k = write(k_mem, k.astype(k_mem.dtype), step)
-                v = write(v_mem, v.astype(v_mem.dtype), step)
-                new_kv = (k, v)
+                k_stack = kv_memory.write(kv[0], layer, k, step)  # only the T new slots
+                v_stack = kv_memory.write(kv[1], layer, v, step)
+                new_kv = (k_stack, v_stack)
+                k, v = k_stack[layer], v_stack[layer]  # [B, S, K, H]: read this layer
                 k_pos = jnp.broadcast_to(jnp.arange(k.shape[1]), (B, k.shape[1]))
         elif k_pos is None:
             k_pos = positions
@@ -168,7 +169,8 @@ class Attention(nnx.Module):
         args = (q, k.astype(x.dtype), v.astype(x.dtype), positions, k_pos, k_valid)
         kw = dict(multiplier=cfg.attn_output_multiplier, cap=cfg.attn_logit_cap)
         with jax.named_scope("attention"):
-            if return_weights or cfg.attention_impl == "naive":
+            # one token per row (decode): a single pass over the memory, no chunk loop
+            if return_weights or cfg.attention_impl == "naive" or T == 1:
                 out = attend_naive(*args, return_weights=return_weights, **kw)
                 if return_weights:
                     out, weights = out

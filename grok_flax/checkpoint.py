@@ -388,7 +388,7 @@ def load_checkpoint(path: str | os.PathLike, config: GrokConfig, mesh=None, *,
     int8 (as released) or float, and the scale-block counts G, are taken from the files; every
     other shape must match ``config`` or a ``CheckpointError`` lists all differences.
     """
-    from grok_flax.sharding import make_mesh, state_shardings
+    from grok_flax.sharding import attach_mesh, make_mesh, state_shardings
 
     cfg, abstract, homes = _plan(path, config)
     mesh = make_mesh(1, 1, jax.devices()[:1]) if mesh is None else mesh
@@ -420,7 +420,7 @@ def load_checkpoint(path: str | os.PathLike, config: GrokConfig, mesh=None, *,
         bar.close()
     model = nnx.merge(graphdef, state)
     model.load_seconds = time.perf_counter() - t0
-    return model
+    return attach_mesh(model, mesh)
 
 
 def _join_quantized(weight, scales):

@@ -64,7 +64,7 @@ def _assemble(cfg: GrokConfig, fetch, mesh=None) -> Grok:
     """Build a model of ``cfg`` whose every released tensor comes from ``fetch(name)``;
     all missing or mis-shaped tensors are reported together."""
     from grok_flax.checkpoint import CheckpointError
-    from grok_flax.sharding import make_mesh, state_shardings
+    from grok_flax.sharding import attach_mesh, make_mesh, state_shardings
 
     abstract = abstract_model(cfg)
     graphdef, state = nnx.split(abstract)
@@ -97,7 +97,7 @@ def _assemble(cfg: GrokConfig, fetch, mesh=None) -> Grok:
         value = values[0] if mpath[0] != "layers" else jax.tree.map(
             lambda *xs: np.stack(xs), *values)
         _get(state, mpath).set_value(jax.device_put(value, _get(shardings, mpath).get_value()))
-    return nnx.merge(graphdef, state)
+    return attach_mesh(nnx.merge(graphdef, state), mesh)
 
 
 def load_safetensors(path: str | os.PathLike, config: GrokConfig | None = None,

@@ -68,7 +68,8 @@ def gather(x) -> np.ndarray:
 
 def run_checkpoint(model, tokens: np.ndarray, mesh) -> dict[str, np.ndarray]:
     """Forward on ``tokens`` [B, T]; then the first T-1 tokens into a sharded KV memory and
-    one decode step. Returns the gathered logits (same on every process)."""
+    one decode step; then ``Generator`` on the mesh, greedy and sampled. Returns the gathered
+    logits and the generated tokens (the same on every process)."""
     from flax import nnx
 
     from grok_flax.kv_memory import KVMemory
@@ -84,6 +85,15 @@ def run_checkpoint(model, tokens: np.ndarray, mesh) -> dict[str, np.ndarray]:
     out["prefill"] = gather(step(model, toks[:, :-1], memory))
     out["decode"] = gather(step(model, toks[:, -1:], memory))
     out["kv_k"] = gather(memory.k[...])
+    # generation: the first row's real tokens as a prompt, greedy and sampled
+    from grok_flax.generate import Generator
+
+    prompt = [int(t) for t in tokens[0] if t > cfg.pad_token][:T // 2]
+    gen = Generator(model, max_len=min(cfg.sequence_len, 64), mesh=mesh)
+    out["generated_greedy"] = np.asarray(gen.generate([prompt], max_new_tokens=8).tokens[0])
+    sampled = gen.generate([prompt, prompt[:3]], max_new_tokens=8, temperature=0.8, top_p=0.9,
+                           seed=3)
+    out["generated_sampled"] = np.asarray(sum(sampled.tokens, []))
     return out
 
 
@@ -126,7 +136,10 @@ def worker(args: argparse.Namespace) -> int:
     meta = json.loads(Path(args.meta).read_text())
     cfg = GrokConfig.from_reference_meta(meta, compute_dtype=args.compute_dtype)
     shape = parse_mesh_spec(args.mesh)
-    mesh = make_mesh(shape["data"], shape["model"])  # over the global jax.devices()
+    if args.axis_types == "explicit":  # JAX's default mesh: sharding in the types
+        mesh = jax.make_mesh((shape["data"], shape["model"]), ("data", "model"))
+    else:
+        mesh = make_mesh(shape["data"], shape["model"])  # over the global jax.devices()
     log = _ReadLog()
     log.install()
     model = load_checkpoint(args.checkpoint, cfg, mesh=mesh, progress=False)
@@ -214,6 +227,9 @@ def _add_worker_args(p: argparse.ArgumentParser):
     p.add_argument("--meta", required=True, help="meta.json of a reference case (config, "
                                                  "tokens)")
     p.add_argument("--mesh", default="data=1,model=8")
+    p.add_argument("--axis-types", choices=("auto", "explicit"), default="auto",
+                   help="mesh from grok_flax.sharding.make_mesh (Auto axes) or "
+                        "jax.make_mesh (Explicit axes)")
     p.add_argument("--out", required=True, help="folder for process_N.json / logits_N.npz")
     p.add_argument("--compute-dtype", default="float32")
     p.add_argument("--init-timeout", type=int, default=120)
@@ -240,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "worker":
         return worker(args)
     passthrough = ["--checkpoint", args.checkpoint, "--meta", args.meta, "--mesh", args.mesh,
+                   "--axis-types", args.axis_types,
                    "--out", args.out, "--compute-dtype", args.compute_dtype,
                    "--init-timeout", str(args.init_timeout)]
     for r in launch_local(passthrough, args.num_processes, args.local_devices, args.timeout):

@@ -24,7 +24,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import PartitionSpec
 
+from grok_flax import sharding
 from grok_flax.kv_memory import KVMemory
 from grok_flax.sampling import sample
 
@@ -68,31 +70,44 @@ def _bucket(n: int, lo: int, hi: int) -> int:
     return min(b, hi)
 
 
+# --- the two compiled steps: used by Generator, plan, the benchmarks and the multi-host worker
+
 @partial(jax.jit, static_argnums=(0, 2), donate_argnums=(3,))
-def _prefill_chunk(graph, params, mem_graph, mem_state, tokens, lengths, last_logits, end_row,
-                   end_idx):
-    """Write one chunk [B, P] into the memory; rows ending here keep their last logits."""
+def prefill_step(graph, params, mem_graph, mem_state, tokens, lengths, last_logits, end_row,
+                 end_idx):
+    """Write one chunk [B, P] of the prompts into the KV memory; rows whose prompt ends in
+    this chunk (``end_row``) keep the logits of their last token (at ``end_idx``): only
+    those B positions are un-embedded. -> (memory state, last_logits [B, V], the model's
+    compute dtype)."""
     model, memory = nnx.merge(graph, params), nnx.merge(mem_graph, mem_state)
-    logits = model(tokens, memory, lengths=lengths)  # [B, P, V]
-    here = jnp.take_along_axis(logits, end_idx[:, None, None], axis=1)[:, 0]
-    last_logits = jnp.where(end_row[:, None], here.astype(jnp.float32), last_logits)
+    here = model(tokens, memory, lengths=lengths, logits_at=end_idx, check_inputs=False)
+    last_logits = jnp.where(end_row[:, None], here.astype(last_logits.dtype), last_logits)
     return nnx.state(memory), last_logits
 
 
 @partial(jax.jit, static_argnums=(0, 2), donate_argnums=(3,))
-def _decode_step(graph, params, mem_graph, mem_state, tokens, keys, step, temperature, top_p,
-                 top_k):
-    """Feed one token per row, sample the next: the whole per-token work, compiled once."""
+def decode_step(graph, params, mem_graph, mem_state, tokens, keys, step, temperature, top_p,
+                top_k):
+    """Feed one token per row, sample the next: the whole per-token work, compiled once.
+    Only the new token's K/V slots of the (donated) memory are written."""
     model, memory = nnx.merge(graph, params), nnx.merge(mem_graph, mem_state)
-    logits = model(tokens[:, None], memory)[:, 0]  # [B, V]
+    logits = model(tokens[:, None], memory, check_inputs=False)[:, 0]  # [B, V]
+    return nnx.state(memory), _sample(logits, keys, step, temperature, top_p, top_k)
+
+
+def _sample(logits, keys, step, temperature, top_p, top_k):
+    """``sample`` with each row's key folded with the step; on a mesh with Explicit axes,
+    run with them made Auto (the rows' settings and logits may be sharded differently)."""
     keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, step)
-    return nnx.state(memory), sample(logits, keys, temperature, top_p, top_k)
+    mesh = sharding.mesh_of(logits)
+    with sharding.forward_context(mesh, tracing=True):
+        return sharding.run_auto(sample, mesh, PartitionSpec(), logits, keys, temperature,
+                                 top_p, top_k)
 
 
 @jax.jit
 def _first_sample(logits, keys, temperature, top_p, top_k):
-    keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, 0)
-    return sample(logits, keys, temperature, top_p, top_k)
+    return _sample(logits, keys, 0, temperature, top_p, top_k)
 
 
 class Generator:
@@ -208,11 +223,11 @@ class Generator:
         mem_graph, mem_state = nnx.split(memory)
 
         t0 = time.perf_counter()
-        last = put(np.zeros((B, cfg.vocab_size), np.float32))
+        last = put(np.zeros((B, cfg.vocab_size), cfg.dtype))
         end_chunk, end_idx = (lengths - 1) // P, (lengths - 1) % P
         for c in range(n_chunks):
             chunk_len = np.clip(lengths - c * P, 0, P).astype(np.int32)
-            mem_state, last = _prefill_chunk(
+            mem_state, last = prefill_step(
                 self.graph, self.params, mem_graph, mem_state,
                 put(padded[:, c * P:(c + 1) * P]), put(chunk_len), last,
                 put(end_chunk == c), put(end_idx.astype(np.int32)))
@@ -239,7 +254,7 @@ class Generator:
             yield out
             if all(r is not None for r in reasons) or i == max_new_tokens - 1:
                 break
-            mem_state, tok = _decode_step(self.graph, self.params, mem_graph, mem_state,
+            mem_state, tok = decode_step(self.graph, self.params, mem_graph, mem_state,
                                           put(np.asarray(token, np.int32)), keys, i + 1,
                                           *settings)
             token = _host(tok)

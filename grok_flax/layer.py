@@ -18,9 +18,12 @@ from grok_flax.config import GrokConfig
 from grok_flax.moe import MoE
 from grok_flax.norm import RMSNorm
 from grok_flax.router import Router
+from grok_flax.sharding import ACTIVATION, constrain
 
 
 class DecoderLayer(nnx.Module):
+    """One Grok-1 block: attention then mixture-of-experts, each between two RMSNorms."""
+
     def __init__(self, cfg: GrokConfig, *, rngs: nnx.Rngs):
         D = cfg.emb_size
         norm = dict(eps=cfg.norm_eps, param_dtype=cfg.pdtype)
@@ -33,18 +36,25 @@ class DecoderLayer(nnx.Module):
         self.moe = MoE(cfg, rngs=rngs)  # release: moe
         self.post_moe_norm = RMSNorm(D, **norm)  # release: rms_norm_3
 
-    def __call__(self, h, positions, kv=None, *, k_valid, step=None,
+    def __call__(self, h, positions, kv=None, *, k_valid, step=None, layer=0,
                  capture: tuple[str, ...] = ()):
-        """h [B, T, D] -> (h, new kv, captures dict: what ``capture`` names)."""
+        """h [B, T, D] -> (h, updated kv stacks, captures dict: what ``capture`` names).
+
+        ``kv``: every layer's KV memory (k, v) [L, B, S, K, H]; this layer is ``layer``.
+        The residual stream h is replicated over the model axis where blocks meet
+        (``sharding.constrain``): each block's output projection ends in one all-reduce.
+        """
         with jax.named_scope("attention_block"):
-            a, new_kv, weights = self.attn(self.pre_attn_norm(h), positions, kv,
-                                           k_valid=k_valid, step=step,
-                                           return_weights="attention" in capture)
-            h = h + self.post_attn_norm(a)
+            x = constrain(self.pre_attn_norm(h), ACTIVATION)
+            a, new_kv, weights = self.attn(x, positions, kv, k_valid=k_valid, step=step,
+                                           layer=layer, return_weights="attention" in capture)
+            a = constrain(a, ACTIVATION)  # the output projection's one all-reduce
+            h = constrain(h + constrain(self.post_attn_norm(a), ACTIVATION), ACTIVATION)
         with jax.named_scope("moe_block"):
-            x = self.pre_moe_norm(h)
+            x = constrain(self.pre_moe_norm(h), ACTIVATION)
             gates, experts, probs = self.router(x)
-            h = h + self.post_moe_norm(self.moe(x, gates, experts))
+            y = constrain(self.moe(x, gates, experts), ACTIVATION)  # linear_1's all-reduce
+            h = constrain(h + constrain(self.post_moe_norm(y), ACTIVATION), ACTIVATION)
         captures = {}
         if "routing" in capture:
             captures.update(router_probs=probs, experts=experts, gates=gates)

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
+from jax.sharding import PartitionSpec as P
 
+from grok_flax import sharding
 from grok_flax.config import GrokConfig
 from grok_flax.kv_memory import KVMemory
 from grok_flax.layer import DecoderLayer
@@ -23,6 +26,10 @@ from grok_flax.quant import QArray
 
 
 class Grok(nnx.Module):
+    """Grok-1: token embedding, ``num_layers`` decoder layers (stacked, scanned), final
+    RMSNorm and the tied un-embedding. ``model(tokens)`` -> logits; with a ``KVMemory`` it
+    continues each row from the memory (prefill / decode)."""
+
     def __init__(self, cfg: GrokConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
         V, D = cfg.vocab_size, cfg.emb_size
@@ -37,44 +44,94 @@ class Grok(nnx.Module):
         self.layers = make_layers(rngs)  # every parameter: [L, ...]
         self.final_norm = RMSNorm(D, cfg.norm_eps, cfg.pdtype)  # release: language_model/rms_norm
 
-    def __call__(self, tokens: jax.Array, memory: KVMemory | None = None, *,
-                 lengths: jax.Array | None = None, capture: bool | tuple[str, ...] = False):
-        """tokens int32 [B, T] -> logits [B, T, vocab] (compute dtype).
+    def __call__(self, tokens, memory: KVMemory | None = None, *, lengths=None,
+                 logits_at=None, capture: bool | tuple[str, ...] = False,
+                 check_inputs: bool = True):
+        """tokens int [B, T] -> logits [B, T, vocab] (compute dtype).
 
         With ``memory``, the tokens continue each row at ``memory.step`` and their keys and
-        values are written there; ``step`` then advances by ``lengths`` [B] (default T: pass
-        the true lengths of right-padded rows so the next tokens overwrite the padding).
+        values are written there (only those slots); ``step`` then advances by ``lengths``
+        [B] (default T: pass the true lengths of right-padded rows so the next tokens
+        overwrite the padding). ``logits_at`` [B]: un-embed only position ``logits_at[b]``
+        of each row and return [B, vocab] (a prefill needs only its last token's logits).
         ``capture=True`` also returns a dict of per-layer values stacked [L, ...]: router
         probabilities, chosen experts and gates ("routing") and attention weights
         ("attention", computed with the naive T×S algorithm); ``capture=("routing",)`` asks
         for a subset. It costs nothing when off.
+
+        Inputs are checked, never silently used: token ids outside ``[0, vocab)``, a KV
+        memory that the new tokens would overflow, or more than ``sequence_len`` tokens raise
+        ``ValueError`` naming them. When the ids or the memory's ``step`` are traced (under
+        ``jit``) their check runs on the device and a violation fails the call with a
+        ``JaxRuntimeError`` carrying the same message; ``check_inputs=False`` skips that
+        device check (``Generator`` does: it validates on the host).
         """
         cfg = self.cfg
         capture = _capture_set(capture)
-        tokens = jnp.asarray(tokens)
-        if tokens.ndim != 2 or not jnp.issubdtype(tokens.dtype, jnp.integer):
-            raise ValueError(f"tokens must be an integer array [batch, time], got "
-                             f"{tokens.dtype}{list(tokens.shape)}")
+        tokens = _as_tokens(tokens)
+        B, T = tokens.shape
+        if T > cfg.sequence_len:
+            raise ValueError(f"{T} tokens exceed the model's context sequence_len="
+                             f"{cfg.sequence_len}")
+        if memory is not None:
+            if memory.batch_size != B:
+                raise ValueError(f"memory holds {memory.batch_size} rows, tokens {B}")
+            if T > memory.max_len:
+                raise ValueError(f"{T} tokens do not fit a KV memory of {memory.max_len}")
+        n_new = T if lengths is None else lengths
+        _check_inputs(cfg, tokens, memory, n_new, check_inputs)
+
+        mesh = getattr(self, "mesh", None) or sharding.mesh_of(self.embed[...])
+        tracing = isinstance(self.embed[...], jax.core.Tracer)
+        mem = None if memory is None else (memory.k[...], memory.v[...], memory.step[...])
+        with sharding.forward_context(mesh, tracing):
+            if mesh is None or not sharding._explicit_axes(mesh):
+                logits, captures, mem = self._forward(tokens, mem, lengths, logits_at, capture)
+            else:  # Explicit axes: run with them made Auto, outputs typed as stated here
+                graph, state = nnx.split(self)
+
+                def run(state, tokens, mem, lengths, logits_at):
+                    return nnx.merge(graph, state)._forward(tokens, mem, lengths, logits_at,
+                                                            capture)
+
+                shape = (B, cfg.vocab_size) if logits_at is not None else (B, T,
+                                                                           cfg.vocab_size)
+                logical = sharding.LOGITS if logits_at is None else ("batch", "act_vocab")
+                specs = (sharding.spec_for(logical, shape, mesh), P(),
+                         None if mem is None else tuple(sharding.spec_of(a) for a in mem))
+                logits, captures, mem = sharding.run_auto(run, mesh, specs, state, tokens,
+                                                          mem, lengths, logits_at)
+        if memory is not None:
+            memory.k[...], memory.v[...], memory.step[...] = mem
+        if capture:
+            return logits, captures
+        return logits
+
+    def _forward(self, tokens, mem, lengths, logits_at, capture):
+        """The forward pass proper: (logits, captures, (k, v, step) or None)."""
+        cfg = self.cfg
         B, T = tokens.shape
         tok_valid = tokens > cfg.pad_token  # [B, T]
 
         with jax.named_scope("embed"):
             x = jnp.take(self.embed[...], tokens, axis=0).astype(cfg.dtype)
             x = x * jnp.asarray(cfg.embedding_multiplier_scale, cfg.dtype)  # [B, T, D]
+            # the table's columns are split over the mesh: gather them (one all-gather of
+            # [B, T, D]), then keep this host's rows
+            x = sharding.constrain(x, (None, "act_seq", "act_embed"))
+            x = sharding.constrain(x, sharding.ACTIVATION)
 
-        if memory is None:
+        if mem is None:
             positions = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
-            step, k_valid = None, tok_valid
+            step, k_valid, kv0 = None, tok_valid, (None, None)
         else:
-            if memory.batch_size != B:
-                raise ValueError(f"memory holds {memory.batch_size} rows, tokens {B}")
-            if T > memory.max_len:
-                raise ValueError(f"{T} tokens do not fit a KV memory of {memory.max_len}")
-            step = memory.step[...]  # [B]
+            k_all, v_all, step = mem  # [L, B, S, K, H], [B]
+            S = k_all.shape[2]
             positions = step[:, None] + jnp.arange(T, dtype=jnp.int32)  # [B, T]
-            rel = jnp.arange(memory.max_len)[None, :] - step[:, None]  # [B, S]
+            rel = jnp.arange(S)[None, :] - step[:, None]  # [B, S]
             in_chunk = jnp.take_along_axis(tok_valid, jnp.clip(rel, 0, T - 1), axis=1)
             k_valid = (rel < 0) | ((rel < T) & in_chunk)  # filled before, or real token now
+            kv0 = (k_all, v_all)
 
         graphdef, layer_state = nnx.split(self.layers)
 
@@ -82,17 +139,13 @@ class Grok(nnx.Module):
             h, k_all, v_all = carry
             state, i = xs
             layer = nnx.merge(graphdef, state)
-            kv = None
-            if k_all is not None:
-                kv = (k_all[i], v_all[i])
-            h, new_kv, caught = layer(h, positions, kv, k_valid=k_valid, step=step,
+            kv = None if k_all is None else (k_all, v_all)
+            h, new_kv, caught = layer(h, positions, kv, k_valid=k_valid, step=step, layer=i,
                                       capture=capture)
             if new_kv is not None:
-                k_all = jax.lax.dynamic_update_index_in_dim(k_all, new_kv[0], i, 0)
-                v_all = jax.lax.dynamic_update_index_in_dim(v_all, new_kv[1], i, 0)
+                k_all, v_all = new_kv  # only this layer's new slots were written
             return (h, k_all, v_all), caught
 
-        kv0 = (None, None) if memory is None else (memory.k[...], memory.v[...])
         with jax.named_scope("decoder"):
             if cfg.scan_layers:
                 (x, k_all, v_all), captures = jax.lax.scan(
@@ -105,19 +158,112 @@ class Grok(nnx.Module):
                     caught.append(c)
                 (x, k_all, v_all) = carry
                 captures = jax.tree.map(lambda *xs: jnp.stack(xs), *caught)
-        if memory is not None:
-            memory.k[...] = k_all
-            memory.v[...] = v_all
+        if mem is not None:
             advance = T if lengths is None else jnp.asarray(lengths, jnp.int32)
-            memory.step[...] = step + advance
+            mem = (k_all, v_all, step + advance)
 
         with jax.named_scope("unembed"):
-            x = self.final_norm(x)
+            if logits_at is not None:  # only the positions asked for: [B, D]
+                at = jnp.asarray(logits_at, jnp.int32)[:, None, None]
+                x = jnp.take_along_axis(x, at, axis=1)[:, 0]
+            x = sharding.constrain(self.final_norm(x), sharding.ACTIVATION[:x.ndim - 1]
+                                   + ("act_embed",))
             logits = jnp.dot(x, self.embed[...].T.astype(x.dtype))  # tied weights
             logits = logits * jnp.asarray(cfg.output_multiplier_scale, x.dtype)
-        if capture:
-            return logits, captures
-        return logits
+            logical = sharding.LOGITS if logits_at is None else ("batch", "act_vocab")
+            logits = sharding.constrain(logits, logical)
+        return logits, captures, mem
+
+
+def _as_tokens(tokens) -> jax.Array:
+    """Token ids as an integer array [B, T] (lists, numpy and JAX arrays accepted)."""
+    if not isinstance(tokens, jax.Array):
+        tokens = np.asarray(tokens)
+        if tokens.dtype == object or tokens.size == 0 and tokens.dtype.kind == "f":
+            tokens = tokens.astype(np.int32)
+    if tokens.ndim != 2 or not jnp.issubdtype(tokens.dtype, jnp.integer):
+        raise ValueError(f"tokens must be an integer array [batch, time], got "
+                         f"{tokens.dtype}{list(tokens.shape)}")
+    return jnp.asarray(tokens)
+
+
+def _concrete(x) -> np.ndarray | None:
+    """x's values on this host, or None when traced / held by other processes."""
+    if isinstance(x, jax.core.Tracer):
+        return None
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        return None
+    return np.asarray(x)
+
+
+def _input_problems(tokens, step, n_new, vocab: int, max_len) -> str | None:
+    """The message for bad inputs (host arrays), or None."""
+    tokens = np.asarray(tokens)
+    bad = (tokens < 0) | (tokens >= vocab)
+    if bad.any():
+        where = np.argwhere(bad)[:5]
+        shown = ", ".join(f"{int(tokens[b, t])} at [{b}, {t}]" for b, t in where)
+        more = f" (and {int(bad.sum()) - len(where)} more)" if bad.sum() > len(where) else ""
+        return f"token ids outside [0, {vocab}): {shown}{more}"
+    if step is not None:
+        end = np.asarray(step) + np.asarray(n_new)
+        if (end > max_len).any():
+            b = int(np.argmax(end))
+            return (f"KV memory overflow: row {b} is at step {int(np.asarray(step)[b])} and "
+                    f"{int(end[b] - np.asarray(step)[b])} new tokens would end at {int(end[b])}"
+                    f" > max_len {max_len}; start a new KVMemory (nothing is overwritten)")
+    return None
+
+
+def _raise_if_bad(tokens, step, n_new, vocab, max_len):
+    problem = _input_problems(tokens, step, n_new, vocab, max_len)
+    if problem:
+        raise ValueError(problem)
+
+
+def _raise_if_bad_summary(tok_info, mem_info, vocab: int, max_len) -> None:
+    count, b, t, value = (int(v) for v in tok_info)
+    if count:
+        more = f" (and {count - 1} more)" if count > 1 else ""
+        raise ValueError(f"token ids outside [0, {vocab}): {value} at [{b}, {t}]{more}")
+    row, step, end = (int(v) for v in mem_info)
+    if max_len is not None and end > max_len:
+        raise ValueError(f"KV memory overflow: row {row} is at step {step} and {end - step} new "
+                         f"tokens would end at {end} > max_len {max_len}; start a new "
+                         f"KVMemory (nothing is overwritten)")
+
+
+def _check_inputs(cfg: GrokConfig, tokens, memory, n_new, device_check: bool) -> None:
+    """ValueError for concrete bad inputs; a device-side check when they are traced."""
+    step = None if memory is None else memory.step[...]
+    max_len = None if memory is None else memory.max_len
+    host = [_concrete(tokens), None if step is None else _concrete(step), _concrete(n_new)]
+    if all(h is not None for h in host) or (host[0] is not None and step is None):
+        _raise_if_bad(host[0], host[1], host[2], cfg.vocab_size, max_len)
+        return
+    if not device_check:
+        return
+    # reduce on the device to a few scalars (replicated: no gather of the inputs to one
+    # device), and call back to the host only when something is wrong
+    tokens = jnp.asarray(tokens)
+    bad_tok = (tokens < 0) | (tokens >= cfg.vocab_size)
+    first = jnp.argmax(bad_tok.reshape(-1))
+    tok_info = (jnp.sum(bad_tok), first // tokens.shape[1], first % tokens.shape[1],
+                tokens.reshape(-1)[first])
+    bad = tok_info[0] > 0
+    if step is None:
+        mem_info = (jnp.zeros((), jnp.int32),) * 3
+    else:
+        end = step + jnp.asarray(n_new, jnp.int32)
+        row = jnp.argmax(end)
+        mem_info = (row, step[row], end[row])
+        bad = bad | (end[row] > max_len)
+
+    def report():
+        jax.debug.callback(lambda t, m: _raise_if_bad_summary(t, m, cfg.vocab_size, max_len),
+                           tok_info, mem_info)
+
+    jax.lax.cond(bad, report, lambda: None)
 
 
 CAPTURES = ("routing", "attention")

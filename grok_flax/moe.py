@@ -24,8 +24,9 @@ Dispatch algorithms, all the same function:
   the output rows. Only a win where XLA really emits a grouped GEMM: on CPU, and on an H200
   with JAX 0.11.2, the compiled program is one ordinary (all-experts) matmul per
   ragged_dot — 1.3× the reference there, vs 3–4× for ``tiled`` — so it is not a default.
-- ``"sparse"`` (default): ``gather`` when there are fewer (token, expert) pairs than experts,
-  else ``tiled``.
+- ``"sparse"`` (default): ``gather`` when there are at most as many (token, expert) pairs as
+  experts (decoding: it reads no more weights than the experts hold, needs no sort, and on a
+  mesh ends in one all-reduce, where ``tiled`` would reduce once per tile), else ``tiled``.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ class MoE(nnx.Module):
         k = experts.shape[-1]
         xf, ef = x.reshape(B * T, D), experts.reshape(B * T, k)
         if impl == "sparse":
-            impl = "gather" if B * T * k < self.cfg.num_experts else "tiled"
+            impl = "gather" if B * T * k <= self.cfg.num_experts else "tiled"
         with jax.named_scope(f"experts_{impl}"):
             if impl == "dense":
                 out = dense_dispatch(xf, ef, *self.weights(), self.cfg.num_experts)
@@ -91,8 +92,11 @@ class MoE(nnx.Module):
                 out = tiled_dispatch(xf, ef, *self.weights(), self.cfg.num_experts, tile)
             else:
                 raise ValueError(f"unknown MoE dispatch {impl!r}")
-        out = out.reshape(B, T, k, D)  # one output per (token, chosen expert)
-        combined = jnp.sum(gates.astype(x.dtype)[..., None] * out, axis=2)
+        out = out.reshape(B, T, k, D)  # one output per (token, chosen expert), f32
+        # as the release: the gate is rounded to the activation dtype, then the weighting
+        # and the sum over the k experts are f32; one cast at the end
+        gates = gates.astype(x.dtype).astype(out.dtype)
+        combined = jnp.sum(gates[..., None] * out, axis=2)
         return combined.astype(x.dtype)
 
 
@@ -112,22 +116,33 @@ def auto_tile(pairs: int, num_experts: int, platform: str | None = None) -> int:
 
 
 def expert_ffn(x, w, wv, w1):
-    """One expert on rows x [M, D] (weights [D, F], [D, F], [F, D]) -> [M, D]."""
-    h = gelu_tanh(matmul(x, w)) * matmul(x, wv)
+    """One expert on rows x [M, D] (weights [D, F], [D, F], [F, D]) -> [M, D] f32.
+
+    The dtype flow is the release's: the two input projections in the activation dtype,
+    then gelu, the product and ``linear_1`` in f32 (the release's f32 one-hot selection
+    promotes them; see ``dense_dispatch``).
+    """
+    h = gelu_tanh(matmul(x, w).astype(jnp.float32)) * matmul(x, wv).astype(jnp.float32)
     return matmul(h, w1)
 
 
 def dense_dispatch(x, experts, w, wv, w1, num_experts: int):
-    """The reference algorithm: all experts on all routed copies, then select. -> [N·k, D]."""
+    """The reference algorithm: all experts on all routed copies, then select. -> [N·k, D].
+
+    Its dtype flow is the release's, which matters in bf16: the one-hot is float32
+    (``jax.nn.one_hot``'s default), so selecting with it promotes the bf16 expert outputs to
+    f32; gelu, the product and ``linear_1`` (an f32 input against the bf16-dequantized
+    weight) then run in f32, and the result stays f32.
+    """
     dtype = x.dtype
     k = experts.shape[-1]
     copies = jnp.repeat(x, k, axis=0)  # [N·k, D]: token n's k routed copies
-    one_hot = jax.nn.one_hot(experts.reshape(-1), num_experts, axis=0, dtype=dtype)  # [E, N·k]
+    one_hot = jax.nn.one_hot(experts.reshape(-1), num_experts, axis=0)  # [E, N·k] f32
 
     def all_experts_then_select(inp, weight):
         weight = as_float(weight, dtype)  # [E, in, out] dequantized, as the reference
         all_out = jnp.einsum("mi,eio->emo", inp, weight)  # [E, N·k, out]
-        return jnp.einsum("em,emo->mo", one_hot, all_out)
+        return jnp.einsum("em,emo->mo", one_hot, all_out)  # f32
 
     h = gelu_tanh(all_experts_then_select(copies, w)) * all_experts_then_select(copies, wv)
     return all_experts_then_select(h, w1)
@@ -181,7 +196,8 @@ def tiled_dispatch(x, experts, w, wv, w1, num_experts: int, tile: int):
         def compute(_):
             return expert_ffn(xt, _index(w, e), _index(wv, e), _index(w1, e))
 
-        return jax.lax.cond(t < used, compute, lambda _: jnp.zeros_like(xt), None)
+        return jax.lax.cond(t < used, compute, lambda _: jnp.zeros(xt.shape, jnp.float32),
+                            None)
 
     out_tiles = jax.lax.map(
         run_tile, (jnp.arange(num_tiles), rows.reshape(num_tiles, tile, D), tile_expert))

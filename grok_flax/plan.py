@@ -33,6 +33,7 @@ import re
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 
 from grok_flax.config import GrokConfig
 
@@ -92,7 +93,7 @@ class Plan:
     weights_whole: dict[str, int]  # the whole (unsharded) model, by kind
     kv: int  # KV memory per device
     kv_whole: int
-    tokens: int  # the prefill's token (and lengths) arguments per device
+    tokens: int  # the prefill step's other inputs per device (tokens, lengths, logits kept)
     prefill_chunk: int | None = None  # tokens per compiled prefill call
     programs: list[ProgramMemory] = field(default_factory=list)
     backend: str = "cpu"  # what the programs were compiled for
@@ -214,15 +215,84 @@ def _mesh(data: int, model: int, backend: str):
     return AbstractMesh((data, model), AXES)
 
 
-def _compile(name: str, fn, args, donate) -> ProgramMemory:
-    import jax
-
+def _compile(name: str, step, args) -> ProgramMemory:
+    """AOT-compile one of generate's jitted steps on abstract arguments."""
     t0 = time.perf_counter()
-    compiled = jax.jit(fn, donate_argnums=donate).lower(*args).compile()
+    compiled = step.lower(*args).compile()
     m = compiled.memory_analysis()
     return ProgramMemory(name, int(m.argument_size_in_bytes), int(m.output_size_in_bytes),
                          int(m.alias_size_in_bytes), int(m.temp_size_in_bytes),
                          int(m.generated_code_size_in_bytes), time.perf_counter() - t0)
+
+
+# --- reading compiled HLO: what a step writes, which collectives it runs ----------------------
+
+_HLO_DEF = re.compile(r"^\s*(?:ROOT )?%(\S+) = (\S+) ([\w-]+)\((.*)$")
+_HLO_HEADER = re.compile(r"^%(\S+) \((.*)\) -> .* \{$")
+
+
+def _hlo_shape(text: str):
+    m = re.match(r"(\w+)\[([\d,]*)\]", text)
+    if not m:
+        return None
+    return m.group(1), tuple(int(d) for d in m.group(2).split(",") if d)
+
+
+def parse_hlo(text: str):
+    """Instructions of compiled HLO text as (name, (dtype, shape), opcode, operand names,
+    line), and the shape of every value by name (instructions and computation parameters)."""
+    shapes, instrs = {}, []
+    for line in text.splitlines():
+        header = _HLO_HEADER.match(line)
+        if header:
+            for param in header.group(2).split(", "):
+                name, _, shape = param.partition(": ")
+                if _hlo_shape(shape):
+                    shapes[name.strip()] = _hlo_shape(shape)
+            continue
+        m = _HLO_DEF.match(line)
+        if m:
+            name, shape, op, rest = m.groups()
+            shapes[name] = _hlo_shape(shape)
+            operands = re.findall(r"%([\w.\-]+)", rest.split("), ")[0])
+            instrs.append((name, _hlo_shape(shape), op, operands, line))
+    return instrs, shapes
+
+
+_PASSTHROUGH = {"parameter", "get-tuple-element", "tuple", "while", "bitcast", "fusion",
+                "conditional", "call", "copy-done", "opt-barrier"}
+
+
+def hlo_writes_into(text: str, shape: tuple[int, ...]):
+    """In compiled HLO, the writes into buffers of ``shape`` (per device): a list of
+    (opcode, update shape) for each scatter / dynamic-update-slice, and a list of
+    (opcode, name) of any other instruction that makes such a buffer (a copy would rewrite
+    all of it)."""
+    instrs, shapes = parse_hlo(text)
+    writes, others = [], []
+    for name, value, op, operands, _ in instrs:
+        if value is None or value[1] != tuple(shape):
+            continue
+        if op == "scatter":
+            writes.append((op, shapes[operands[2]][1]))
+        elif op == "dynamic-update-slice":
+            writes.append((op, shapes[operands[1]][1]))
+        elif op not in _PASSTHROUGH:
+            others.append((op, name))
+    return writes, others
+
+
+COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
+
+
+def hlo_collectives(text: str) -> list[tuple[str, str]]:
+    """(opcode, the JAX op_name it came from) of every collective in compiled HLO."""
+    out = []
+    for _, _, op, _, line in parse_hlo(text)[0]:
+        if op.removesuffix("-start") in COLLECTIVES:
+            where = re.search(r'op_name="([^"]+)"', line)
+            out.append((op.removesuffix("-start"), where.group(1) if where else "?"))
+    return out
 
 
 # --- the plan --------------------------------------------------------------------------------
@@ -246,7 +316,6 @@ def plan(config: GrokConfig | str, mesh_shape: dict[str, int] | tuple[int, int] 
     """
     import jax
     import jax.numpy as jnp
-    from flax import nnx
     from jax.sharding import AbstractMesh
 
     from grok_flax.sharding import (
@@ -291,32 +360,32 @@ def plan(config: GrokConfig | str, mesh_shape: dict[str, int] | tuple[int, int] 
         backend=backend if compile else "none", device=device, device_memory=capacity)
 
     if compile:
+        from grok_flax.generate import decode_step, prefill_step
+
         chunk = min(prefill_chunk or context, context)
 
-        def prefill(state, mstate, tokens, lengths):
-            # as generate's prefill: a chunk of the prompt into the memory, last logits kept
-            m, memory = nnx.merge(gdef, state), nnx.merge(mgdef, mstate)
-            logits = m(tokens, memory, lengths=lengths)  # [B, P, V]
-            end = jnp.clip(lengths - 1, 0, tokens.shape[1] - 1)[:, None, None]
-            last = jnp.take_along_axis(logits, end, axis=1)[:, 0].astype(jnp.float32)
-            return nnx.state(memory), last
-
-        def decode(state, mstate, tokens):
-            m, memory = nnx.merge(gdef, state), nnx.merge(mgdef, mstate)
-            return nnx.state(memory), m(tokens, memory)[:, 0]  # [B, V]
-
-        def ints(*shape):
-            return jax.ShapeDtypeStruct(shape, jnp.int32,
+        def arg(dtype, *shape):
+            return jax.ShapeDtypeStruct(shape, dtype,
                                         sharding=batch_sharding(mesh, len(shape), batch=batch))
 
+        ints, f32 = partial(arg, jnp.int32), partial(arg, jnp.float32)
+        # generate's own steps: a chunk of the prompt into the memory (keeping the logits of
+        # rows that end in it), and one decode step with sampling
+        prefill_in = (ints(batch, chunk), ints(batch), arg(cfg.dtype, batch, cfg.vocab_size),
+                      arg(jnp.bool_, batch), ints(batch))
+        keys = jax.eval_shape(lambda: jax.vmap(jax.random.key)(jnp.zeros(batch, jnp.uint32)))
+        decode_in = (ints(batch), jax.ShapeDtypeStruct(keys.shape, keys.dtype,
+                                                       sharding=batch_sharding(mesh, 1,
+                                                                               batch=batch)),
+                     0, f32(batch), f32(batch), ints(batch))
         what = "prompt" if chunk == context else f"{chunk}-token chunk"
-        inputs = (ints(batch, chunk), ints(batch))  # tokens, lengths
         result.prefill_chunk = chunk
-        result.tokens = bytes_per_device(inputs)
+        result.tokens = bytes_per_device(prefill_in)
         result.programs = [
-            _compile(f"prefill ({what} → {context}-slot KV)", prefill,
-                     (state, mstate, *inputs), donate=1),
-            _compile("decode (1 token)", decode, (state, mstate, ints(batch, 1)), donate=1),
+            _compile(f"prefill ({what} → {context}-slot KV)", prefill_step,
+                     (gdef, state, mgdef, mstate, *prefill_in)),
+            _compile("decode (1 token + sampling)", decode_step,
+                     (gdef, state, mgdef, mstate, *decode_in)),
         ]
     result.seconds = time.perf_counter() - t0
     return result
@@ -381,13 +450,11 @@ def format_plan(p: Plan) -> str:
         prefill = p.programs[0]
         want = p.resident + p.tokens
         diff = (prefill.argument - want) / want
-        lines.append(f"  prefill arguments vs weights + KV memory + token inputs: "
+        lines.append(f"  prefill arguments vs weights + KV memory + its other inputs: "
                      f"{prefill.argument / GB:.3f} vs {want / GB:.3f} GB ({diff:+.3%})")
-        P = p.prefill_chunk or p.context
-        logits = p.batch * P * cfg.vocab_size * 4
-        lines.append(f"  the prefill's logits at all {P} positions of its chunk are part of its "
-                     f"temp: {p.batch}×{P}×{cfg.vocab_size} = {logits / GB:.2f} GB in f32, "
-                     f"{logits / 2 / GB:.2f} GB in bf16")
+        lines.append(f"  the prefill un-embeds only each row's last prompt token: "
+                     f"{p.batch}×{cfg.vocab_size} logits, not {p.batch}×"
+                     f"{p.prefill_chunk or p.context}×{cfg.vocab_size}")
         if p.backend == "cpu":
             lines.append("  temp is XLA:CPU's figure: fusion, buffer reuse and bf16 handling "
                          "differ on GPU/TPU")

@@ -7,8 +7,9 @@ The release uses G = 1 (one scale per output column) for most linears and G = 8 
 attention output projection and the experts' ``linear_1``.
 
 ``QArray`` is a pytree, so it lives inside an ``nnx.Param``, is sliced by ``jax.tree.map``
-(``w[e]`` for expert e) and is sharded leaf by leaf. ``matmul`` applies the scales *after* the
-dot where the layout allows it (G = 1): the dot then reads 1 byte per weight.
+(``w[e]`` for expert e) and is sharded leaf by leaf. With f32 activations ``matmul`` applies
+the scales *after* the dot where the layout allows it (G = 1): the dot then reads 1 byte per
+weight. In bf16 it dequantizes first, in bf16, because that rounding is the original's.
 """
 
 from __future__ import annotations
@@ -81,13 +82,17 @@ def quantize(w, blocks: int = 1, scale_dtype=jnp.bfloat16) -> QArray:
 def matmul(x: jax.Array, w: jax.Array | QArray) -> jax.Array:
     """``x[..., in] @ w[in, out]`` in x's dtype, for float or quantized ``w``.
 
-    G = 1: ``(x @ int8) * scale`` with fp32 accumulation — scales after the dot.
-    G > 1: scales vary along the contracted axis, so dequantize first (as the reference).
+    f32 activations, G = 1: ``(x @ int8) * scale`` with fp32 accumulation — scales after the
+    dot (exact: an int8 times a bf16 scale needs 15 bits, f32 has 24).
+    Otherwise dequantize first, in x's dtype, as the release does (``weight.astype(bf16) *
+    scales`` in bf16: in bf16 the product is rounded, and following that rounding is what
+    makes bf16 runs agree with the original code; G > 1 also needs it, since the scales vary
+    along the contracted axis).
     """
     dtype = x.dtype
     if not isinstance(w, QArray):
         return jnp.dot(x, w.astype(dtype))
-    if w.blocks == 1:
+    if w.blocks == 1 and jnp.dtype(dtype).itemsize >= 4:
         y = jnp.dot(x, w.weight.astype(dtype), preferred_element_type=jnp.float32)
         return (y * w.scales[..., 0, :].astype(jnp.float32)).astype(dtype)
     return jnp.dot(x, w.dequantize(dtype))

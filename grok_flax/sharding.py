@@ -14,10 +14,20 @@ of the weight may hold part of a block, one block, or several, and always has al
 The same code runs on one process or many (``jax.distributed``): meshes are built over the
 *global* ``jax.devices()``, and arrays are made from per-device callbacks that each process
 answers only for its own devices (``put_global``, ``checkpoint.load_checkpoint``).
+
+**Axis types.** A mesh from ``jax.make_mesh`` has *Explicit* axes (shardings are part of the
+arrays' types, and ops whose output sharding is ambiguous refuse to run); ``make_mesh`` here
+and ``Mesh(...)`` give *Auto* axes (the compiler propagates shardings). The model runs on
+both: ``Grok.__call__`` enters the mesh of its parameters (``forward_context``) and, on an
+Explicit mesh, runs the forward pass with those axes made Auto (``jax.sharding.auto_axes``),
+stating its outputs' shardings; inside, activations are pinned where layers meet
+(``constrain``): the residual stream [B, T, D] is split over ``data`` by rows and replicated
+over ``model``, so each attention and MoE block ends in exactly one all-reduce.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import jax
@@ -41,7 +51,13 @@ RULES: dict[str, str | tuple[str, ...] | None] = {
     "layers": None,  # the stacked-layer axis
     "kv_seq": None,  # KV memory slots
     "head_dim": None,  # per-head features
+    "act_seq": None,  # activations: the token axis
+    "act_embed": None,  # activations: the model width (replicated: tensor parallelism)
+    "act_vocab": None,  # logits: the vocabulary
 }
+
+ACTIVATION = ("batch", "act_seq", "act_embed")  # the residual stream [B, T, D]
+LOGITS = ("batch", "act_seq", "act_vocab")  # [B, T, V]
 
 AXES = ("data", "model")
 
@@ -153,12 +169,21 @@ def state_shardings(module_or_state, mesh: Mesh):
                         is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
+def attach_mesh(module, mesh):
+    """Remember the mesh a model was placed on (``module.mesh``), so its forward pass can
+    state activation shardings even when traced (a tracer on an Auto mesh does not know its
+    mesh). One-device meshes are not recorded."""
+    if mesh is not None and mesh.size > 1 and hasattr(module, "embed"):
+        module.mesh = mesh
+    return module
+
+
 def shard_module(module, mesh: Mesh):
     """Place every parameter/cache of ``module`` on ``mesh`` according to ``RULES``."""
     state = nnx.state(module)
     shardings = state_shardings(state, mesh)
     nnx.update(module, jax.device_put(state, shardings))
-    return module
+    return attach_mesh(module, mesh)
 
 
 def create_sharded(factory, mesh: Mesh):
@@ -201,6 +226,78 @@ def batch_sharding(mesh: Mesh, ndim: int = 2, batch: int | None = None) -> Named
     if batch is not None and batch % mesh.shape["data"]:
         return NamedSharding(mesh, P(*([None] * ndim)))
     return NamedSharding(mesh, P("data", *([None] * (ndim - 1))))
+
+
+# --- running on a mesh: context, Explicit axes, activation shardings ---------------------
+
+def mesh_of(array) -> Mesh | None:
+    """The mesh ``array`` (a parameter) is sharded over, or None (one device / unknown).
+    Concrete arrays give their ``Mesh``; traced ones on an Explicit mesh its ``AbstractMesh``
+    (on an Auto mesh a tracer does not know its mesh: the caller's context says)."""
+    sharding = getattr(array, "sharding", None)
+    if isinstance(array, jax.core.Tracer) or sharding is None:
+        try:
+            mesh = jax.typeof(array).sharding.mesh
+        except (AttributeError, TypeError):
+            return None
+        return None if mesh.empty else mesh
+    if isinstance(sharding, NamedSharding) and sharding.mesh.size > 1:
+        return sharding.mesh
+    return None
+
+
+def _explicit_axes(mesh) -> tuple[str, ...]:
+    return tuple(n for n, t in zip(mesh.axis_names, mesh.axis_types, strict=True)
+                 if t == jax.sharding.AxisType.Explicit)
+
+
+@contextlib.contextmanager
+def forward_context(mesh, tracing: bool):
+    """Make ``mesh`` the current mesh (if it is not already), so activation shardings can be
+    stated; a no-op for ``None``. ``tracing``: whether the caller is inside a jit trace."""
+    if mesh is None:
+        yield
+        return
+    abstract = mesh if isinstance(mesh, jax.sharding.AbstractMesh) else mesh.abstract_mesh
+    current = jax.sharding.get_abstract_mesh()
+    if not current.empty and current == abstract:
+        yield
+    elif isinstance(mesh, Mesh) and not tracing:
+        with jax.set_mesh(mesh):
+            yield
+    else:
+        with jax.sharding.use_abstract_mesh(abstract):
+            yield
+
+
+def run_auto(fn, mesh, out_specs, *args):
+    """``fn(*args)`` with ``mesh``'s Explicit axes made Auto (``jax.sharding.auto_axes``);
+    outputs get ``out_specs`` (a pytree prefix of PartitionSpecs). On an Auto mesh, or
+    none, simply ``fn(*args)``."""
+    axes = () if mesh is None else _explicit_axes(mesh)
+    if not axes:
+        return fn(*args)
+    return jax.sharding.auto_axes(fn, axes=axes, out_sharding=out_specs)(*args)
+
+
+def spec_of(array) -> P:
+    """The PartitionSpec of an array in the current (Explicit) mesh's types, else P()."""
+    try:
+        return jax.typeof(array).sharding.spec
+    except AttributeError:
+        return P()
+
+
+def constrain(x: jax.Array, logical: tuple[str, ...]) -> jax.Array:
+    """Pin an activation's sharding by its logical axis names (``RULES``), on the current
+    mesh; a no-op when no mesh is current (one device)."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return x
+    spec = spec_for(logical, x.shape, mesh)
+    if _explicit_axes(mesh):
+        return jax.sharding.reshard(x, spec)
+    return jax.lax.with_sharding_constraint(x, spec)
 
 
 def put_global(x, sharding: NamedSharding) -> jax.Array:

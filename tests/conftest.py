@@ -13,14 +13,19 @@ import pytest  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 REFERENCE = SHARED / "reference"
+DATA = ROOT / "tests" / "data"  # reference cases shipped with the repo
 TOKENIZER = SHARED / "grok-1" / "tokenizer.model"
+TINY = DATA / "grok1-tiny"  # the shared grok1-tiny case, carried in the repo
 
 
 def reference_cases():
-    """Every case folder under ../shared/reference (each has meta.json + logits.npy)."""
-    if not REFERENCE.is_dir():
-        return []
-    return sorted(p for p in REFERENCE.iterdir() if (p / "meta.json").is_file())
+    """Every case written by the original code: tests/data/* (shipped), then any other folder
+    under ../shared/reference (each has meta.json + logits.npy)."""
+    cases = {}
+    for root in (REFERENCE, DATA):
+        if root.is_dir():
+            cases.update({p.name: p for p in root.iterdir() if (p / "meta.json").is_file()})
+    return [cases[name] for name in sorted(cases)]
 
 
 @pytest.fixture

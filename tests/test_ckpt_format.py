@@ -33,10 +33,7 @@ from grok_flax.ckpt_format import (
     write_quantized_file,
 )
 
-REFERENCE = (
-    Path(__file__).resolve().parents[1].parent
-    / "shared" / "reference" / "grok1-tiny" / "checkpoints" / "ckpt-0"
-)
+REFERENCE = Path(__file__).resolve().parent / "data" / "grok1-tiny" / "checkpoints" / "ckpt-0"
 needs_reference = pytest.mark.skipif(
     not REFERENCE.is_dir(), reason=f"reference checkpoint not found at {REFERENCE}"
 )

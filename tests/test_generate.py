@@ -5,12 +5,12 @@ import sys
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import REFERENCE, ROOT
+from conftest import ROOT, TINY
 from flax import nnx
 
 from grok_flax import Grok, GrokConfig
 from grok_flax.checkpoint import load_checkpoint, save_checkpoint
-from grok_flax.generate import Generator, _decode_step, generate, stream_text
+from grok_flax.generate import Generator, decode_step, generate, stream_text
 from grok_flax.tokenizer import Tokenizer
 
 CFG = GrokConfig.tiny(compute_dtype="float32", sequence_len=48)
@@ -75,10 +75,10 @@ def test_eos_stops_a_row(model):
 def test_no_recompilation_per_token_or_prompt_length(model):
     gen = Generator(model)
     gen.generate([[1, 2, 3]], max_new_tokens=4)
-    before = _decode_step._cache_size()
+    before = decode_step._cache_size()
     for n in (1, 5, 9, 13, 20):
         gen.generate([list(range(1, n + 1))], max_new_tokens=6)
-    assert _decode_step._cache_size() == before
+    assert decode_step._cache_size() == before
 
 
 @pytest.mark.parametrize("kw, words", [
@@ -106,9 +106,8 @@ def test_left_truncation_only_when_asked(model):
     assert r.prompt_tokens[0] == long[-(48 - 4):]
 
 
-@pytest.mark.skipif(not (REFERENCE / "grok1-tiny").is_dir(), reason="no reference case")
 def test_reference_greedy_continues_as_full_forward_argmax():
-    case = REFERENCE / "grok1-tiny"
+    case = TINY
     meta = json.loads((case / "meta.json").read_text())
     model = load_checkpoint(case / "checkpoints", GrokConfig.from_reference_meta(meta),
                             progress=False)
@@ -186,12 +185,25 @@ def test_sampling_filters_match_reference_semantics():
     assert int(greedy[0]) == 3
 
 
-def test_generation_on_a_mesh_equals_single_device(model):
+@pytest.mark.parametrize("kind", ["grok_flax", "explicit", "auto"])
+@pytest.mark.parametrize("shape", [(2, 2), (1, 8), (2, 4)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_generation_on_a_mesh_equals_single_device(model, kind, shape):
+    import jax
+    from jax.sharding import AxisType
+
     from grok_flax.sharding import make_mesh, shard_module
 
     prompts = [[5, 6, 7], [40, 41, 42, 43, 44]]
-    want = generate(model, prompts, max_new_tokens=5).tokens
+    kw = dict(max_new_tokens=5)
+    want = generate(model, prompts, **kw).tokens
+    want_sampled = generate(model, prompts, temperature=0.9, top_k=20, seed=4, **kw).tokens
     sharded = Grok(CFG, rngs=nnx.Rngs(3))
-    mesh = make_mesh(2, 2)
+    if kind == "grok_flax":
+        mesh = make_mesh(*shape)
+    else:
+        types = (AxisType.Explicit if kind == "explicit" else AxisType.Auto,) * 2
+        mesh = jax.make_mesh(shape, ("data", "model"), axis_types=types)
     shard_module(sharded, mesh)
-    assert generate(sharded, prompts, max_new_tokens=5, mesh=mesh).tokens == want
+    assert generate(sharded, prompts, mesh=mesh, **kw).tokens == want
+    assert generate(sharded, prompts, mesh=mesh, temperature=0.9, top_k=20, seed=4,
+                    **kw).tokens == want_sampled

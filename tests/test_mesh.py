@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import REFERENCE
+from conftest import TINY
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
@@ -29,7 +29,7 @@ from grok_flax.sharding import (
     state_shardings,
 )
 
-TINY_CASE = REFERENCE / "grok1-tiny"
+TINY_CASE = TINY
 MESHES = [(1, 1), (1, 8), (2, 4), (8, 1)]
 TOL = dict(rtol=2e-4, atol=2e-4)
 

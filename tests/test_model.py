@@ -137,3 +137,117 @@ def test_python_loop_over_layers_equals_scan():
     want = model(toks)
     loop = Grok(cfg.replace(scan_layers=False), rngs=nnx.Rngs(0))
     np.testing.assert_allclose(loop(toks), want, rtol=1e-5, atol=1e-5)
+
+
+# --- inputs are checked, never silently used ---------------------------------------------
+
+def test_out_of_range_token_ids_are_a_clear_error():
+    cfg, model = _model()
+    toks = np.ones((2, 5), np.int32)
+    toks[1, 3] = cfg.vocab_size  # one past the end
+    with pytest.raises(ValueError, match=rf"outside \[0, {cfg.vocab_size}\): 256 at \[1, 3\]"):
+        model(toks)
+    toks[1, 3] = -1
+    with pytest.raises(ValueError, match=r"-1 at \[1, 3\]"):
+        model(jnp.asarray(toks))
+
+
+def test_out_of_range_token_ids_under_jit_fail_the_call():
+    cfg, model = _model()
+    forward = nnx.jit(lambda m, t: m(t))
+    assert np.isfinite(np.asarray(forward(model, jnp.ones((1, 4), jnp.int32)))).all()
+    bad = jnp.asarray([[1, 2, cfg.vocab_size + 7, 3]], jnp.int32)
+    with pytest.raises(Exception, match=r"token ids outside \[0, 256\): 263 at \[0, 2\]"):
+        np.asarray(forward(model, bad))
+    # the check can be turned off (generate validates on the host); then nothing is checked
+    unchecked = nnx.jit(lambda m, t: m(t, check_inputs=False))
+    unchecked(model, jnp.ones((1, 4), jnp.int32)).block_until_ready()
+
+
+def test_kv_memory_overflow_is_an_error_not_an_overwrite():
+    cfg, model = _model()
+    memory = KVMemory(cfg, 1, 8)
+    model(_tokens(1, 6), memory)
+    k_before = np.asarray(memory.k[...])
+    with pytest.raises(ValueError, match=r"KV memory overflow: row 0 is at step 6 and 3 new"):
+        model(_tokens(1, 3), memory)
+    np.testing.assert_array_equal(np.asarray(memory.k[...]), k_before)  # untouched
+    assert int(memory.step[0]) == 6
+    model(_tokens(1, 2), memory)  # exactly filling it is fine
+    assert int(memory.step[0]) == 8
+
+
+def test_kv_memory_overflow_under_jit_fails_the_call():
+    cfg, model = _model()
+    memory = KVMemory(cfg, 1, 8)
+    step = nnx.jit(lambda m, t, mem: m(t, mem))
+    step(model, _tokens(1, 6), memory)
+    with pytest.raises(Exception, match="KV memory overflow"):
+        np.asarray(step(model, _tokens(1, 3), memory))
+
+
+def test_more_tokens_than_the_context_are_refused():
+    cfg, model = _model()
+    with pytest.raises(ValueError, match=f"exceed the model's context sequence_len="
+                                         f"{cfg.sequence_len}"):
+        model(np.ones((1, cfg.sequence_len + 1), np.int32))
+
+
+def test_token_ids_may_be_lists_numpy_or_jax():
+    _, model = _model()
+    want = np.asarray(model(jnp.asarray([[3, 4, 5]], jnp.int32)))
+    np.testing.assert_array_equal(np.asarray(model([[3, 4, 5]])), want)
+    np.testing.assert_array_equal(np.asarray(model(np.array([[3, 4, 5]], np.int64))), want)
+
+
+def test_logits_at_unembeds_only_the_positions_asked_for():
+    _, model = _model()
+    toks = _tokens(2, 9)
+    full = np.asarray(model(toks))
+    at = jnp.asarray([8, 3], jnp.int32)
+    got = np.asarray(model(toks, logits_at=at))
+    assert got.shape == (2, full.shape[-1])
+    np.testing.assert_allclose(got, full[[0, 1], [8, 3]], rtol=1e-6, atol=1e-6)
+
+
+# --- JAX's own meshes (Explicit axes), Auto meshes and grok_flax's -----------------------
+
+def _meshes():
+    from jax.sharding import AxisType
+
+    out = []
+    for shape in ((1, 8), (2, 4)):
+        out.append(pytest.param(lambda s=shape: jax.make_mesh(s, ("data", "model")),
+                                id=f"explicit-{shape[0]}x{shape[1]}"))
+        out.append(pytest.param(
+            lambda s=shape: jax.make_mesh(s, ("data", "model"), axis_types=(AxisType.Auto,) * 2),
+            id=f"auto-{shape[0]}x{shape[1]}"))
+        out.append(pytest.param(lambda s=shape: make_mesh(*s),
+                                id=f"grok_flax-{shape[0]}x{shape[1]}"))
+    return out
+
+
+@pytest.mark.parametrize("mesh_fn", _meshes())
+def test_sharded_equals_single_device_on_every_kind_of_mesh(mesh_fn):
+    from grok_flax.sharding import create_sharded
+
+    cfg = GrokConfig.tiny(compute_dtype="float32", num_kv_heads=4, num_q_heads=8)
+    model = Grok(cfg, rngs=nnx.Rngs(0))
+    toks = _tokens(2, 10)
+    want = np.asarray(model(toks))
+    memory = KVMemory(cfg, 2, 16)
+    model(toks[:, :9], memory)
+    want_decode = np.asarray(model(toks[:, 9:], memory))
+
+    mesh = mesh_fn()
+    sharded = Grok(cfg, rngs=nnx.Rngs(0))
+    shard_module(sharded, mesh)
+    np.testing.assert_allclose(np.asarray(sharded(toks)), want, rtol=2e-5, atol=2e-5)
+    forward = nnx.jit(lambda m, t: m(t))
+    np.testing.assert_allclose(np.asarray(forward(sharded, toks)), want, rtol=2e-5, atol=2e-5)
+    mem = create_sharded(lambda: KVMemory(cfg, 2, 16), mesh)
+    step = nnx.jit(lambda m, t, mem: m(t, mem))
+    step(sharded, toks[:, :9], mem)
+    np.testing.assert_allclose(np.asarray(step(sharded, toks[:, 9:], mem)), want_decode,
+                               rtol=2e-5, atol=2e-5)
+    np.testing.assert_array_equal(np.asarray(mem.step[...]), [10, 10])
