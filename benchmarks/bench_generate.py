@@ -33,7 +33,9 @@ CONFIG = dict(vocab_size=131072, emb_size=32, num_layers=2, key_size=8, num_q_he
               num_kv_heads=8, widening_factor=2.0, num_experts=8, num_selected_experts=2,
               sequence_len=256, attention_chunk=64, attn_out_scale_blocks=8,
               moe_out_scale_blocks=8, compute_dtype="float32")
-SAMPLED = dict(temperature=0.7, top_p=0.95, top_k=50)
+MODES = {"greedy": dict(temperature=0.0),
+         "sampled, top-k 50": dict(temperature=0.7, top_p=0.95, top_k=50),
+         "sampled, top-p only": dict(temperature=0.7, top_p=0.95)}
 
 
 def contenders(prompt_len: int = 32, new_tokens: int = 32):
@@ -47,7 +49,7 @@ def contenders(prompt_len: int = 32, new_tokens: int = 32):
             "1×8 mesh": Generator(sharded, max_len=128, mesh=mesh)}
     out = {}
     for where, gen in gens.items():
-        for mode, kw in (("greedy", dict(temperature=0.0)), ("sampled", SAMPLED)):
+        for mode, kw in MODES.items():
             out[(where, mode)] = (lambda gen=gen, kw=kw:
                                   gen.generate([prompt], max_new_tokens=new_tokens, **kw))
     return out

@@ -28,7 +28,7 @@ from jax.sharding import PartitionSpec
 
 from grok_flax import sharding
 from grok_flax.kv_memory import KVMemory
-from grok_flax.sampling import sample
+from grok_flax.sampling import candidates_for, sample
 
 
 @dataclass
@@ -85,29 +85,32 @@ def prefill_step(graph, params, mem_graph, mem_state, tokens, lengths, last_logi
     return nnx.state(memory), last_logits
 
 
-@partial(jax.jit, static_argnums=(0, 2), donate_argnums=(3,))
+@partial(jax.jit, static_argnums=(0, 2), static_argnames=("candidates",),
+         donate_argnums=(3,))
 def decode_step(graph, params, mem_graph, mem_state, tokens, keys, step, temperature, top_p,
-                top_k):
+                top_k, candidates=None):
     """Feed one token per row, sample the next: the whole per-token work, compiled once.
-    Only the new token's K/V slots of the (donated) memory are written."""
+    Only the new token's K/V slots of the (donated) memory are written. ``candidates``:
+    see ``sampling.sample`` (an exact top-k pre-selection when every row has a top_k)."""
     model, memory = nnx.merge(graph, params), nnx.merge(mem_graph, mem_state)
     logits = model(tokens[:, None], memory, check_inputs=False)[:, 0]  # [B, V]
-    return nnx.state(memory), _sample(logits, keys, step, temperature, top_p, top_k)
+    return nnx.state(memory), _sample(logits, keys, step, temperature, top_p, top_k,
+                                      candidates)
 
 
-def _sample(logits, keys, step, temperature, top_p, top_k):
+def _sample(logits, keys, step, temperature, top_p, top_k, candidates=None):
     """``sample`` with each row's key folded with the step; on a mesh with Explicit axes,
     run with them made Auto (the rows' settings and logits may be sharded differently)."""
     keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, step)
     mesh = sharding.mesh_of(logits)
     with sharding.forward_context(mesh, tracing=True):
-        return sharding.run_auto(sample, mesh, PartitionSpec(), logits, keys, temperature,
-                                 top_p, top_k)
+        return sharding.run_auto(partial(sample, candidates=candidates), mesh,
+                                 PartitionSpec(), logits, keys, temperature, top_p, top_k)
 
 
-@jax.jit
-def _first_sample(logits, keys, temperature, top_p, top_k):
-    return _sample(logits, keys, 0, temperature, top_p, top_k)
+@partial(jax.jit, static_argnames=("candidates",))
+def _first_sample(logits, keys, temperature, top_p, top_k, candidates=None):
+    return _sample(logits, keys, 0, temperature, top_p, top_k, candidates)
 
 
 class Generator:
@@ -231,7 +234,8 @@ class Generator:
                 self.graph, self.params, mem_graph, mem_state,
                 put(padded[:, c * P:(c + 1) * P]), put(chunk_len), last,
                 put(end_chunk == c), put(end_idx.astype(np.int32)))
-        token = _host(_first_sample(last, keys, *settings))
+        candidates = candidates_for(top_k, cfg.vocab_size) if temperature > 0 else None
+        token = _host(_first_sample(last, keys, *settings, candidates=candidates))
         t1 = time.perf_counter()
 
         new: list[list[int]] = [[] for _ in range(B)]
@@ -255,8 +259,8 @@ class Generator:
             if all(r is not None for r in reasons) or i == max_new_tokens - 1:
                 break
             mem_state, tok = decode_step(self.graph, self.params, mem_graph, mem_state,
-                                          put(np.asarray(token, np.int32)), keys, i + 1,
-                                          *settings)
+                                         put(np.asarray(token, np.int32)), keys, i + 1,
+                                         *settings, candidates=candidates)
             token = _host(tok)
             steps += 1
         t2 = time.perf_counter()

@@ -54,12 +54,25 @@ def top_k_top_p_filter(logits: jax.Array, top_k: jax.Array, top_p: jax.Array) ->
     return jnp.where(x >= threshold, x, MASKED)
 
 
+def candidates_for(top_k: int, vocab: int) -> int | None:
+    """How many candidates an exact top-k pre-selection needs for a row with ``top_k`` > 0
+    (twice top_k, at least 64, a power of two, so a handful of compiled variants serve every
+    setting), or None (top_k off: every logit is a candidate)."""
+    if top_k <= 0:
+        return None
+    return min(vocab, max(64, 1 << (2 * int(top_k) - 1).bit_length()))
+
+
 def sample(logits: jax.Array, keys: jax.Array, temperature: jax.Array, top_p: jax.Array,
-           top_k: jax.Array) -> jax.Array:
+           top_k: jax.Array, candidates: int | None = None) -> jax.Array:
     """logits [B, V]; keys [B] PRNG keys; temperature/top_p/top_k [B] -> tokens [B] int32.
 
     As the reference, the arithmetic is in the logits' dtype (bf16 logits: the temperature
-    and top_p are cast to bf16 and the filters run in bf16).
+    and top_p are cast to bf16 and the filters run in bf16). ``candidates`` (static; every
+    row's top_k must be in 1..candidates/2, see ``candidates_for``): draw among the
+    ``candidates`` largest logits only (``lax.top_k``) instead of sorting the whole
+    vocabulary. Every logit outside them is filtered out by top-k anyway, so the
+    distribution is the same; the draw itself uses different random numbers.
     """
     greedy = jnp.argmax(logits, axis=-1).astype(jnp.int32)
     hot = temperature > 0
@@ -67,8 +80,14 @@ def sample(logits: jax.Array, keys: jax.Array, temperature: jax.Array, top_p: ja
     def draw():
         dtype = logits.dtype
         x = logits / jnp.where(hot, temperature, 1.0).astype(dtype)[:, None]
-        x = top_k_top_p_filter(x, top_k, top_p.astype(dtype))
-        drawn = jax.vmap(jax.random.categorical)(keys, x).astype(jnp.int32)
-        return jnp.where(hot, drawn, greedy)
+        if candidates is None:
+            x = top_k_top_p_filter(x, top_k, top_p.astype(dtype))
+            drawn = jax.vmap(jax.random.categorical)(keys, x)
+        else:
+            values, index = jax.lax.top_k(x, candidates)  # [B, C], largest first
+            values = top_k_top_p_filter(values, top_k, top_p.astype(dtype))
+            pick = jax.vmap(jax.random.categorical)(keys, values)
+            drawn = jnp.take_along_axis(index, pick[:, None], axis=1)[:, 0]
+        return jnp.where(hot, drawn.astype(jnp.int32), greedy)
 
     return jax.lax.cond(jnp.any(hot), draw, lambda: greedy)

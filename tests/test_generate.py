@@ -2,6 +2,7 @@ import json
 import subprocess
 import sys
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -207,3 +208,52 @@ def test_generation_on_a_mesh_equals_single_device(model, kind, shape):
     assert generate(sharded, prompts, mesh=mesh, **kw).tokens == want
     assert generate(sharded, prompts, mesh=mesh, temperature=0.9, top_k=20, seed=4,
                     **kw).tokens == want_sampled
+
+
+@pytest.mark.parametrize("top_k", [0, 1, 5, 40])
+@pytest.mark.parametrize("top_p", [1.0, 0.9, 0.3])
+def test_one_sort_filter_equals_the_two_filters(top_k, top_p):
+    from grok_flax.sampling import top_k_filter, top_k_top_p_filter, top_p_filter
+
+    logits = jax.random.normal(jax.random.key(top_k), (3, 500)) * 3
+    logits = logits.at[1, :7].set(2.5)  # ties
+    k = jnp.full((3,), top_k, jnp.int32)
+    p = jnp.full((3,), top_p, jnp.float32)
+    want = top_p_filter(top_k_filter(logits, k), p)
+    np.testing.assert_array_equal(np.asarray(top_k_top_p_filter(logits, k, p)), np.asarray(want))
+
+
+@pytest.mark.parametrize("top_k", [1, 5, 40])
+def test_top_k_preselection_keeps_the_distribution(top_k):
+    from grok_flax.sampling import candidates_for, top_k_top_p_filter
+
+    V = 3000
+    logits = jax.random.normal(jax.random.key(1), (2, V)) * 2
+    k = jnp.full((2,), top_k, jnp.int32)
+    p = jnp.asarray([0.9, 1.0], jnp.float32)
+    C = candidates_for(top_k, V)
+    full = jax.nn.softmax(top_k_top_p_filter(logits, k, p), axis=-1)
+    values, index = jax.lax.top_k(logits, C)
+    part = jax.nn.softmax(top_k_top_p_filter(values, k, p), axis=-1)
+    scattered = jnp.zeros_like(full).at[jnp.arange(2)[:, None], index].set(part)
+    np.testing.assert_allclose(np.asarray(scattered), np.asarray(full), atol=1e-7)
+    # and the sampler with pre-selection only ever draws allowed tokens
+    from grok_flax.sampling import sample
+
+    keys = jax.vmap(jax.random.key)(jnp.arange(2))
+    for seed in range(20):
+        keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, seed)
+        tok = sample(logits, keys, jnp.ones(2), p, k, candidates=C)
+        assert all(float(full[b, int(tok[b])]) > 0 for b in range(2))
+
+
+def test_all_greedy_rows_skip_the_sampling_work():
+    from grok_flax.sampling import sample
+
+    logits = jax.random.normal(jax.random.key(0), (2, 1000))
+    keys = jax.vmap(jax.random.key)(jnp.arange(2))
+    text = jax.jit(sample).lower(logits, keys, jnp.zeros(2), jnp.ones(2),
+                                 jnp.zeros(2, jnp.int32)).as_text()
+    assert "conditional" in text or "case" in text  # the draw sits behind a lax.cond
+    tok = sample(logits, keys, jnp.zeros(2), jnp.ones(2), jnp.zeros(2, jnp.int32))
+    np.testing.assert_array_equal(np.asarray(tok), np.asarray(logits.argmax(-1)))
