@@ -55,6 +55,10 @@ def _take(w, idx):
 
 
 class MoE(nnx.Module):
+    """The mixture of experts: ``num_experts`` GeGLU experts (weights stacked [E, ...]); each
+    token's output is the gate-weighted sum of its top-k experts' outputs. The router that
+    picks them is a separate module (``DecoderLayer.router``); ``impl`` chooses the dispatch."""
+
     def __init__(self, cfg: GrokConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
         E, D, F = cfg.num_experts, cfg.emb_size, cfg.ffn_size

@@ -15,6 +15,9 @@ def rms_norm(x: jax.Array, scale: jax.Array, eps: float = 1e-5) -> jax.Array:
 
 
 class RMSNorm(nnx.Module):
+    """``scale * x / sqrt(mean(x²) + eps)`` over the last axis, in f32; a learned scale [D],
+    no offset. Grok-1 puts two around each block (the "sandwich") and one before the output."""
+
     def __init__(self, dim: int, eps: float = 1e-5, param_dtype=jnp.float32):
         self.eps = eps
         self.scale = nnx.Param(jnp.ones((dim,), param_dtype), logical=("embed_norm",))  # [D]

@@ -303,7 +303,9 @@ def plan(config: GrokConfig | str, mesh_shape: dict[str, int] | tuple[int, int] 
          compute_dtype: str = "bfloat16") -> Plan:
     """Per-device memory of serving ``config`` on a ``(data, model)`` mesh.
 
-    ``mesh_shape``: ``{"data": d, "model": m}``, ``(d, m)`` or ``"data=1,model=8"``.
+    ``mesh_shape``: ``{"data": d, "model": m}``, ``(d, m)``, ``"data=1,model=8"``, or a mesh
+    itself (``jax.make_mesh(..., ("data", "model"))`` with Explicit or Auto axes, or
+    ``sharding.make_mesh``), which the programs are then compiled for.
     ``device_memory``: bytes, ``"80GiB"``-style text, or a name of ``DEVICES`` ("h100").
     ``compile=True`` AOT-compiles the prefill and one decode step as ``generate`` runs them:
     the prompt goes into a ``context``-slot KV memory in chunks of ``prefill_chunk`` tokens
@@ -316,7 +318,7 @@ def plan(config: GrokConfig | str, mesh_shape: dict[str, int] | tuple[int, int] 
     """
     import jax
     import jax.numpy as jnp
-    from jax.sharding import AbstractMesh
+    from jax.sharding import AbstractMesh, Mesh
 
     from grok_flax.sharding import (
         abstract_state,
@@ -327,6 +329,9 @@ def plan(config: GrokConfig | str, mesh_shape: dict[str, int] | tuple[int, int] 
 
     t0 = time.perf_counter()
     cfg = CONFIGS[config]() if isinstance(config, str) else config
+    given = None
+    if isinstance(mesh_shape, (Mesh, AbstractMesh)):
+        given, mesh_shape = mesh_shape, dict(mesh_shape.shape)
     if isinstance(mesh_shape, str):
         mesh_shape = parse_mesh_spec(mesh_shape)
     if not isinstance(mesh_shape, dict):
@@ -338,7 +343,7 @@ def plan(config: GrokConfig | str, mesh_shape: dict[str, int] | tuple[int, int] 
                       sequence_len=max(cfg.sequence_len, context))
     device, capacity = resolve_device_memory(device_memory)
 
-    mesh = _mesh(data, model, backend)
+    mesh = given if given is not None else _mesh(data, model, backend)
     if compile and isinstance(mesh, AbstractMesh):
         have = len(jax.devices("cpu" if backend == "cpu" else None))
         raise ValueError(

@@ -13,6 +13,10 @@ from flax import nnx
 
 
 class Router(nnx.Module):
+    """Which experts each token goes to: an f32 linear map to one logit per expert, softmax
+    over all experts, top-k. Returns the raw probabilities of the chosen experts as gates
+    (not renormalised), the chosen experts, and all probabilities."""
+
     def __init__(self, emb_size: int, num_experts: int, num_selected: int, *, rngs: nnx.Rngs,
                  param_dtype=jnp.float32):
         if not 0 < num_selected <= num_experts:

@@ -35,6 +35,23 @@ def test_official_safetensors_orbax_official_round_trip(tmp_path):
     assert st.layers.moe.linear_1.get_value().scales.dtype == jnp.bfloat16
 
 
+@pytest.mark.parametrize("kind", ["explicit", "grok_flax"])
+def test_converted_model_loads_onto_a_mesh(tmp_path, kind):
+    import jax
+
+    from grok_flax.sharding import make_mesh
+
+    model = Grok(CFG, rngs=nnx.Rngs(0))
+    save_checkpoint(model, tmp_path / "official")
+    (tmp_path / "official" / "config.json").write_text(CFG.to_json())
+    convert(tmp_path / "official", tmp_path / "m.safetensors")
+    mesh = jax.make_mesh((2, 4), ("data", "model")) if kind == "explicit" else make_mesh(2, 4)
+    sharded = load_safetensors(tmp_path / "m.safetensors", mesh=mesh)
+    toks = np.arange(1, 13, dtype=np.int32).reshape(2, 6)
+    np.testing.assert_allclose(np.asarray(sharded(toks)), np.asarray(model(toks)),
+                               rtol=2e-5, atol=2e-5)
+
+
 def test_safetensors_problems_are_listed(tmp_path):
     model = Grok(CFG, rngs=nnx.Rngs(0))
     save_safetensors(model, tmp_path / "m.safetensors")

@@ -177,14 +177,25 @@ def tiny_reference():
     return cfg, tokens, np.asarray(_forward(model, jnp.asarray(tokens))), model
 
 
-REF_MESHES = [(1, 8), (2, 4), (8, 1), (4, 2)]
+REF_MESHES = [(1, 8, "grok_flax"), (2, 4, "grok_flax"), (8, 1, "grok_flax"),
+              (4, 2, "grok_flax"), (1, 8, "explicit"), (2, 4, "explicit"), (4, 2, "explicit"),
+              (1, 8, "auto"), (2, 4, "auto")]
 
 
-@pytest.mark.parametrize("data, mdl", REF_MESHES, ids=[f"{d}x{m}" for d, m in REF_MESHES])
-def test_reference_checkpoint_on_mesh(tiny_reference, data, mdl):
-    """grok1-tiny: 8 kv heads, experts' width F=216 with G=8 scale blocks (27 rows each)."""
+@pytest.mark.parametrize("data, mdl, kind", REF_MESHES,
+                         ids=[f"{k}-{d}x{m}" for d, m, k in REF_MESHES])
+def test_reference_checkpoint_on_mesh(tiny_reference, data, mdl, kind):
+    """grok1-tiny: 8 kv heads, experts' width F=216 with G=8 scale blocks (27 rows each);
+    loaded onto grok_flax's mesh, JAX's default mesh (Explicit axes) and an Auto one."""
+    import jax
+    from jax.sharding import AxisType
+
     cfg, tokens, want, single = tiny_reference
-    mesh = make_mesh(data, mdl)
+    if kind == "grok_flax":
+        mesh = make_mesh(data, mdl)
+    else:
+        types = (AxisType.Explicit if kind == "explicit" else AxisType.Auto,) * 2
+        mesh = jax.make_mesh((data, mdl), ("data", "model"), axis_types=types)
     model = load_checkpoint(TINY_CASE / "checkpoints", cfg, mesh=mesh, progress=False)
     w1 = model.layers.moe.linear_1.get_value()
     assert w1.scales.shape[-2] == 8 and w1.scales.sharding.spec[2] is None

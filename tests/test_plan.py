@@ -45,19 +45,29 @@ def test_analytic_formula_matches_the_model(quantized):
     assert p.weights == p.weights_whole == analytic_weight_bytes(p.config)
 
 
-def test_tiny_plan_compiles_on_a_mesh():
+@pytest.mark.parametrize("kind", ["shape", "explicit", "grok_flax"])
+def test_tiny_plan_compiles_on_a_mesh(kind):
+    import jax
+
+    from grok_flax.sharding import make_mesh
+
     cfg = GrokConfig.tiny()
-    p = plan(cfg, (2, 4), context=64, batch=2, device_memory="1GiB", prefill_chunk=16)
+    mesh = {"shape": (2, 4), "explicit": jax.make_mesh((2, 4), ("data", "model")),
+            "grok_flax": make_mesh(2, 4)}[kind]
+    p = plan(cfg, mesh, context=64, batch=2, device_memory="1GiB", prefill_chunk=16)
     prefill, decode = p.programs
-    assert p.prefill_chunk == 16 and p.tokens == (2 * 16 + 2) * 4 // 2  # tokens, lengths
+    # generate's own prefill step: tokens, lengths, the kept bf16 logits, end_row, end_idx
+    inputs = 2 * 16 * 4 + 2 * 4 + 2 * cfg.vocab_size * 2 + 2 * 1 + 2 * 4
+    assert p.prefill_chunk == 16 and p.tokens == inputs // 2  # rows split over data=2
     assert prefill.argument == pytest.approx(p.resident + p.tokens, rel=0.01)
-    assert decode.argument == pytest.approx(p.resident + 4, rel=0.01)
+    assert decode.argument == pytest.approx(p.resident, rel=0.01)
     assert prefill.alias >= p.kv - 16  # the KV memory is donated and updated in place
     assert prefill.temp > decode.temp > 0
     assert p.peak == max(prefill.peak, decode.peak) > p.resident
     assert p.fits() is True and p.fits(p.peak - 1) is False
     text = p.report()
-    for s in ("XLA:CPU estimates", "prefill (16-token chunk → 64-slot KV)", "decode (1 token)",
+    for s in ("XLA:CPU estimates", "prefill (16-token chunk → 64-slot KV)",
+              "decode (1 token + sampling)", "un-embeds only each row's last prompt token",
               "FITS"):
         assert s in text
 
