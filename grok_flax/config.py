@@ -98,6 +98,9 @@ class GrokConfig:
                  "attn_out_scale_blocks", "moe_out_scale_blocks", "attention_chunk")
         if self.moe_tile != "auto":
             positive("moe_tile")
+        for name in ("quantized", "scan_layers"):
+            if not isinstance(getattr(self, name), bool):
+                problems.append(f"{name} must be true or false, got {getattr(self, name)!r}")
         if problems:
             raise ValueError("invalid GrokConfig: " + "; ".join(problems))
         if self.num_q_heads % self.num_kv_heads:
@@ -226,6 +229,28 @@ class GrokConfig:
         if not isinstance(d, dict):
             raise ValueError("config JSON must be an object of GrokConfig fields")
         return cls.from_dict(d)
+
+    @classmethod
+    def load(cls, source: str | Path) -> GrokConfig:
+        """A config by name or place: a preset (``"grok-1"``, ``"small"``, ``"tiny"``), a JSON
+        file of fields (the others take Grok-1's values), a folder holding ``config.json``,
+        or JSON text. The one loader behind every ``--config``."""
+        text = str(source).strip()
+        presets = {"grok-1": cls.grok_1, "grok_1": cls.grok_1, "small": cls.small,
+                   "tiny": cls.tiny}
+        if text in presets:
+            return presets[text]()
+        if text.startswith("{"):
+            return cls.from_json(text)
+        path = Path(text)
+        if path.is_dir():
+            if not (path / "config.json").is_file():
+                raise ValueError(f"{path} is a folder without a config.json")
+            path = path / "config.json"
+        if not path.is_file():
+            raise ValueError(f"unknown config {text!r}: a preset (grok-1, small, tiny), a JSON "
+                             f"file of GrokConfig fields, or a folder holding config.json")
+        return cls.from_json(path)
 
     @classmethod
     def from_reference_meta(cls, meta: dict[str, Any], **overrides) -> GrokConfig:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -64,6 +63,13 @@ def demo_dir() -> Path:
     return DEMO_DIR
 
 
+def config(path=None):
+    """The bundled demo model's ``GrokConfig`` (reads only its config.json)."""
+    from grok_flax.config import GrokConfig
+
+    return GrokConfig.load(Path(path) if path is not None else demo_dir())
+
+
 def load(path=None, *, mesh=None):
     """The bundled small Grok (trained on the Python stdlib) -> (model, tokenizer, config).
 
@@ -72,10 +78,7 @@ def load(path=None, *, mesh=None):
     a ``grok_flax.tokenizer.Tokenizer`` (a ``sentencepiece.SentencePieceProcessor`` if that
     module is unavailable).
     """
-    import dataclasses
-
     from grok_flax.checkpoint import load_checkpoint
-    from grok_flax.config import GrokConfig
 
     d = Path(path) if path is not None else demo_dir()
     missing = [f for f in DEMO_FILES if not (d / f).exists()]
@@ -83,10 +86,7 @@ def load(path=None, *, mesh=None):
         raise FileNotFoundError(
             f"{d}: demo model file(s) missing: {', '.join(missing)}. Rebuild it with "
             f"`python -m grok_flax.train --out {d}` (see docs/demo_model.md).")
-    fields = json.loads((d / "config.json").read_text())
-    known = {f.name for f in dataclasses.fields(GrokConfig)}
-    cfg = GrokConfig.from_dict({k: v for k, v in fields.items() if k in known})
-    model = load_checkpoint(d, cfg, mesh=mesh, progress=False)
+    model = load_checkpoint(d, config(d), mesh=mesh, progress=False)
     try:
         from grok_flax.tokenizer import Tokenizer
 

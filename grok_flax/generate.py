@@ -40,6 +40,7 @@ class GenerationResult:
     prefill_seconds: float = 0.0
     decode_seconds: float = 0.0
     decode_steps: int = 0
+    first_step_seconds: float = 0.0  # the first decode step (compiles on a generator's 1st call)
     timings: dict = field(default_factory=dict)
 
     @property
@@ -52,6 +53,13 @@ class GenerationResult:
         """Tokens produced by decode steps (all rows) per second."""
         n = self.decode_steps * len(self.tokens)
         return n / self.decode_seconds if self.decode_seconds else float("nan")
+
+    @property
+    def steady_decode_tokens_per_s(self) -> float:
+        """Decode tokens per second after the first step (which may include compilation)."""
+        n = (self.decode_steps - 1) * len(self.tokens)
+        rest = self.decode_seconds - self.first_step_seconds
+        return n / rest if n > 0 and rest > 0 else float("nan")
 
 
 def _host(x) -> np.ndarray:
@@ -144,9 +152,13 @@ class Generator:
 
     # --- input checks ---
     def _prompt_ids(self, prompts) -> list[list[int]]:
-        if isinstance(prompts, str) or (prompts and isinstance(prompts[0], (int, np.integer))):
+        if isinstance(prompts, (np.ndarray, jax.Array)):  # token ids [T] or [B, T]
+            prompts = np.asarray(prompts)
+            prompts = [prompts.tolist()] if prompts.ndim == 1 else prompts.tolist()
+        if isinstance(prompts, str) or (len(prompts) and isinstance(prompts[0],
+                                                                     (int, np.integer))):
             prompts = [prompts]
-        if not prompts:
+        if not len(prompts):
             raise ValueError("no prompts given")
         out = []
         for i, p in enumerate(prompts):
@@ -240,7 +252,7 @@ class Generator:
 
         new: list[list[int]] = [[] for _ in range(B)]
         reasons: list[str | None] = [None] * B
-        steps = 0
+        steps, first_step = 0, 0.0
         for i in range(max_new_tokens):
             out: list[int | None] = []
             for b in range(B):
@@ -263,13 +275,15 @@ class Generator:
                                          *settings, candidates=candidates)
             token = _host(tok)
             steps += 1
+            if steps == 1:
+                first_step = time.perf_counter() - t1
         t2 = time.perf_counter()
         texts = None
         if self.tokenizer is not None:
             texts = [self.tokenizer.decode(t) for t in new]
         self.last = GenerationResult(ids, new, [r or "length" for r in reasons], texts,
                                      prefill_seconds=t1 - t0, decode_seconds=t2 - t1,
-                                     decode_steps=steps,
+                                     decode_steps=steps, first_step_seconds=first_step,
                                      timings=dict(bucket=T, chunk=P, chunks=n_chunks))
         return self.last
 

@@ -59,7 +59,7 @@ DEVICES: dict[str, tuple[str, int]] = {
 DEVICE_ALIASES = {"a100": "a100-80", "v5e": "tpu-v5e", "v5p": "tpu-v5p", "v4": "tpu-v4",
                   "v6e": "tpu-v6e", "tpu": "tpu-v5e", "trillium": "tpu-v6e", "mi300": "mi300x"}
 
-CONFIGS = {"grok-1": GrokConfig.grok_1, "small": GrokConfig.small, "tiny": GrokConfig.tiny}
+CONFIGS = ("grok-1", "small", "tiny")  # presets of GrokConfig.load
 
 
 # --- results ---------------------------------------------------------------------------------
@@ -328,7 +328,7 @@ def plan(config: GrokConfig | str, mesh_shape: dict[str, int] | tuple[int, int] 
     )
 
     t0 = time.perf_counter()
-    cfg = CONFIGS[config]() if isinstance(config, str) else config
+    cfg = GrokConfig.load(config) if isinstance(config, str) else config
     given = None
     if isinstance(mesh_shape, (Mesh, AbstractMesh)):
         given, mesh_shape = mesh_shape, dict(mesh_shape.shape)
@@ -507,14 +507,6 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     return parser
 
 
-def _load_config(name: str) -> GrokConfig:
-    if name in CONFIGS:
-        return CONFIGS[name]()
-    if os.path.isfile(name) or name.lstrip().startswith("{"):
-        return GrokConfig.from_json(name)
-    raise ValueError(f"unknown config {name!r}: a preset ({', '.join(CONFIGS)}) or a JSON file")
-
-
 def _ensure_devices(n: int, backend: str) -> None:
     """Ask JAX for at least ``n`` simulated CPU devices, before it starts (no-op once it has
     started, or if ``XLA_FLAGS`` already asks for enough)."""
@@ -534,7 +526,7 @@ def _ensure_devices(n: int, backend: str) -> None:
 def run_plan(args: argparse.Namespace) -> int:
     from grok_flax.sharding import parse_mesh_spec
 
-    cfg = _load_config(args.config)
+    cfg = GrokConfig.load(args.config)
     if args.layers is not None:
         cfg = cfg.replace(num_layers=args.layers)
     shape = parse_mesh_spec(args.mesh)

@@ -14,12 +14,18 @@ import sentencepiece as spm
 
 
 class Tokenizer:
+    """A SentencePiece model: ``encode(text) -> ids``, ``decode(ids) -> text``, pieces."""
+
     def __init__(self, path: str | os.PathLike):
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"tokenizer model not found: {path}")
         self.path = path
-        self.sp = spm.SentencePieceProcessor(model_file=str(path))
+        try:
+            self.sp = spm.SentencePieceProcessor(model_file=str(path))
+        except (RuntimeError, OSError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise ValueError(f"{path} is not a SentencePiece model ({first})") from None
         self.vocab_size = self.sp.get_piece_size()
         self.pad_id, self.bos_id = self.sp.pad_id(), self.sp.bos_id()
         self.eos_id, self.unk_id = self.sp.eos_id(), self.sp.unk_id()
