@@ -79,8 +79,11 @@ def make_mesh(data: int = 1, model: int | None = None, devices=None) -> Mesh:
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(f"mesh {name} must be a positive integer, got {v!r}")
     if data * model > len(devices):
-        raise ValueError(f"mesh data={data} × model={model} needs {data * model} devices, "
-                         f"{len(devices)} available")
+        raise ValueError(
+            f"mesh data={data} × model={model} needs {data * model} devices, "
+            f"{len(devices)} available. On a CPU, simulate them: set XLA_FLAGS="
+            f"--xla_force_host_platform_device_count={data * model} (or call jax.config."
+            f"update('jax_num_cpu_devices', {data * model})) before JAX starts")
     grid = None
     if all_devices and data * model == len(devices) and devices[0].platform == "tpu":
         try:

@@ -34,16 +34,28 @@ def run_notebook(path: Path, out: Path | None = None, timeout: int = 600,
                  kernel: str = "python3") -> float:
     """Execute ``path`` (cwd: its folder) and write the result to ``out`` (None: don't).
     Returns the wall time in seconds; raises ``nbclient.exceptions.CellExecutionError``."""
+    import tempfile
+
     import nbclient
     import nbformat
+    from jupyter_client.manager import KernelManager
 
     nb = nbformat.read(path, as_version=4)
-    client = nbclient.NotebookClient(
-        nb, kernel_name=kernel, timeout=timeout, record_timing=False,
-        resources={"metadata": {"path": str(path.parent)}})
-    t0 = time.perf_counter()
-    client.execute()
-    seconds = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory() as sockets:
+        # the kernel talks over local IPC sockets in a private folder, not TCP (which the
+        # kernel warns about: no encryption)
+        km = KernelManager(kernel_name=kernel, transport="ipc",
+                           ip=str(Path(sockets) / "kernel"))
+        client = nbclient.NotebookClient(
+            nb, km=km, kernel_name=kernel, timeout=timeout, record_timing=False,
+            resources={"metadata": {"path": str(path.parent)}})
+        t0 = time.perf_counter()
+        try:
+            client.execute()
+        finally:
+            if km.has_kernel and km.is_alive():
+                km.shutdown_kernel(now=False)
+        seconds = time.perf_counter() - t0
     if out is not None:
         nbformat.write(nb, out)
     return seconds

@@ -206,3 +206,10 @@ def test_reference_checkpoint_on_mesh(tiny_reference, data, mdl, kind):
     assert (np.asarray(got).argmax(-1) == want.argmax(-1)).all()
     if (data, mdl) == (4, 2):  # G=8 blocks on model=2 (4 blocks per device), with KV memory
         _assert_same(_run(model, cfg, tokens, mesh), _run(single, cfg, tokens))
+
+
+def test_too_few_devices_says_how_to_simulate_them():
+    with pytest.raises(ValueError, match=r"needs 64 devices, 8 available\. On a CPU, simulate "
+                                         r"them: set XLA_FLAGS=--xla_force_host_platform_"
+                                         r"device_count=64"):
+        make_mesh(8, 8)
