@@ -2,10 +2,10 @@
 
 With ``jax.distributed`` every process (one per host) runs the *same* program; the mesh spans
 the global ``jax.devices()`` and each process touches only its own devices' shards. Nothing in
-``grok_flax`` needs to know: ``make_mesh`` builds the global mesh, ``load_checkpoint`` builds
-each array with ``jax.make_array_from_callback`` (which asks a process only for the shards of
-its own devices, so each host reads only its slices of the memory-mapped files), and a jitted
-forward runs across all hosts. See ``docs/multihost.md``.
+``grok_flax`` needs to know: ``make_mesh`` builds the global mesh, ``load_checkpoint`` reads
+only the blocks of this process's devices (each distinct block once) and joins them with
+``jax.make_array_from_single_device_arrays``, and a jitted forward runs across all hosts.
+See ``docs/multihost.md``.
 
 - ``initialize(...)``: ``jax.distributed.initialize`` plus the CPU settings (gloo
   collectives, simulated devices). With no arguments on a TPU pod / SLURM / Open MPI job the

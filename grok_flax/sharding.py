@@ -12,8 +12,9 @@ block-scaled weights (G = 8) shard correctly whatever the model-axis size: a dev
 of the weight may hold part of a block, one block, or several, and always has all G scales.
 
 The same code runs on one process or many (``jax.distributed``): meshes are built over the
-*global* ``jax.devices()``, and arrays are made from per-device callbacks that each process
-answers only for its own devices (``put_global``, ``checkpoint.load_checkpoint``).
+*global* ``jax.devices()``, and each process builds only its own devices' shards of an array
+(``put_global`` from a host array every process holds; ``checkpoint.load_checkpoint`` from
+the blocks of the files those devices need).
 
 **Axis types.** A mesh from ``jax.make_mesh`` has *Explicit* axes (shardings are part of the
 arrays' types, and ops whose output sharding is ambiguous refuse to run); ``make_mesh`` here
