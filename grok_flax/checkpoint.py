@@ -223,7 +223,7 @@ def _plan(path, cfg: GrokConfig):
             continue
         if i not in specs:
             continue  # unreadable: already reported
-        want = _get(state, mpath).get_value()
+        want = get_path(state, mpath).get_value()
         _check(f"{fname} ({name})", specs[i], want, layer is not None, problems)
         homes.setdefault(mpath, [None] * (cfg.num_layers if layer is not None else 1))
         homes[mpath][layer or 0] = specs[i]
@@ -236,8 +236,9 @@ def _plan(path, cfg: GrokConfig):
     return cfg, abstract, homes
 
 
-def _get(state, path):
-    node = state
+def get_path(tree, path):
+    """``tree[path[0]][path[1]]...``: a variable of an ``nnx.State`` by its module path."""
+    node = tree
     for p in path:
         node = node[p]
     return node
@@ -302,7 +303,7 @@ def _index_key(index: tuple) -> tuple:
     return tuple((s.start, s.stop, s.step) for s in index)
 
 
-def _assemble(shape, sharding, dtype, fill):
+def _array_from_host_blocks(shape, sharding, dtype, fill):
     """Start building a ``shape`` array with ``sharding`` from host buffers, one per distinct
     local shard; returns ``finish()``, which waits for the reads and gives the array.
 
@@ -342,19 +343,19 @@ def _load_array(specs: list[ArraySpec], aval, sharding, stacked: bool, budget: i
     dtype = np.dtype(aval.dtype)
     shape = tuple(aval.shape)
     if not stacked:
-        return _assemble(shape, sharding, dtype, lambda out, index: [
+        return _array_from_host_blocks(shape, sharding, dtype, lambda out, index: [
             (_read_into, out, specs[0], index)])
     shard_shape = sharding.shard_shape(shape)
     if budget is None or int(np.prod(shard_shape)) * dtype.itemsize <= budget:
         def fill(out, index):
             layers = range(*index[0].indices(len(specs)))
             return [(_read_into, out[j], specs[i], index[1:]) for j, i in enumerate(layers)]
-        return _assemble(shape, sharding, dtype, fill)
+        return _array_from_host_blocks(shape, sharding, dtype, fill)
     layer_sharding = _drop_leading(sharding)
     out = _zeros(shape, dtype, sharding)()
     set_layer = _layer_setter(sharding)
     for i, spec in enumerate(specs):
-        piece = _assemble(shape[1:], layer_sharding, dtype,
+        piece = _array_from_host_blocks(shape[1:], layer_sharding, dtype,
                           lambda o, index, s=spec: [(_read_into, o, s, index)])()
         out = set_layer(out, piece, np.int32(i))
         del piece
@@ -400,8 +401,8 @@ def load_checkpoint(path: str | os.PathLike, config: GrokConfig, mesh=None, *,
     t0 = time.perf_counter()
     pending = []
     for mpath, specs in homes.items():
-        var = _get(state, mpath)
-        aval, shard = var.get_value(), _get(shardings, mpath).get_value()
+        var = get_path(state, mpath)
+        aval, shard = var.get_value(), get_path(shardings, mpath).get_value()
         stacked = mpath[0] == "layers"
         if isinstance(aval, QArray):
             parts = (_load_array([s.weight for s in specs], aval.weight, shard.weight,
@@ -494,7 +495,7 @@ def save_checkpoint(model: Grok, path: str | os.PathLike, *, quantize_floats: bo
     blocks = {("layers", "attn", "linear"): cfg.attn_out_scale_blocks,
               ("layers", "moe", "linear_1"): cfg.moe_out_scale_blocks}
     for i, (_, mpath, layer) in enumerate(order):
-        value = _get(state, mpath).get_value()
+        value = get_path(state, mpath).get_value()
         if layer is not None:
             value = jax.tree.map(lambda a, j=layer: a[j], value)
         f = ckpt / tensor_file_name(i)

@@ -26,16 +26,10 @@ import jax
 import numpy as np
 from flax import nnx
 
-from grok_flax.checkpoint import release_names
+from grok_flax.checkpoint import get_path, release_names
 from grok_flax.config import GrokConfig
 from grok_flax.model import Grok, abstract_model
 from grok_flax.quant import QArray
-
-
-def _get(node, path):
-    for p in path:
-        node = node[p]
-    return node
 
 
 def _params(model):
@@ -47,7 +41,7 @@ def save_safetensors(model: Grok, path: str | os.PathLike) -> Path:
 
     state, tensors = _params(model), {}
     for name, mpath, layer in release_names(model.cfg.num_layers):
-        value = _get(state, mpath).get_value()
+        value = get_path(state, mpath).get_value()
         if layer is not None:
             value = jax.tree.map(lambda a, i=layer: a[i], value)
         if isinstance(value, QArray):
@@ -60,7 +54,7 @@ def save_safetensors(model: Grok, path: str | os.PathLike) -> Path:
     return path
 
 
-def _assemble(cfg: GrokConfig, fetch, mesh=None) -> Grok:
+def _model_from_tensors(cfg: GrokConfig, fetch, mesh=None) -> Grok:
     """Build a model of ``cfg`` whose every released tensor comes from ``fetch(name)``;
     all missing or mis-shaped tensors are reported together."""
     from grok_flax.checkpoint import CheckpointError
@@ -71,7 +65,7 @@ def _assemble(cfg: GrokConfig, fetch, mesh=None) -> Grok:
     per_path: dict = {}
     problems = []
     for name, mpath, layer in release_names(cfg.num_layers):
-        want = _get(state, mpath).get_value()
+        want = get_path(state, mpath).get_value()
         if layer is not None:
             want = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), want)
         parts = ({"weight": name + ".weight", "scales": name + ".scales"}
@@ -96,7 +90,8 @@ def _assemble(cfg: GrokConfig, fetch, mesh=None) -> Grok:
     for mpath, values in per_path.items():
         value = values[0] if mpath[0] != "layers" else jax.tree.map(
             lambda *xs: np.stack(xs), *values)
-        _get(state, mpath).set_value(jax.device_put(value, _get(shardings, mpath).get_value()))
+        sharding = get_path(shardings, mpath).get_value()
+        get_path(state, mpath).set_value(jax.device_put(value, sharding))
     return attach_mesh(nnx.merge(graphdef, state), mesh)
 
 
@@ -111,7 +106,7 @@ def load_safetensors(path: str | os.PathLike, config: GrokConfig | None = None,
                 raise ValueError(f"{path}: no config in the file's metadata; pass config=")
             config = GrokConfig.from_json(meta["grok_flax_config"])
         keys = set(f.keys())
-        model = _assemble(config, lambda k: f.get_tensor(k) if k in keys else None, mesh)
+        model = _model_from_tensors(config, lambda k: f.get_tensor(k) if k in keys else None, mesh)
         expected = {n + s for n, _, _ in release_names(config.num_layers)
                     for s in ("", ".weight", ".scales")}
         extra = sorted(keys - expected)
@@ -154,7 +149,7 @@ def load_orbax(path: str | os.PathLike, config: GrokConfig | None = None, mesh=N
     return abstract
 
 
-def _kind(path: Path) -> str:
+def _format_of(path: Path) -> str:
     if path.suffix == ".safetensors":
         return "safetensors"
     if path.suffix == ".orbax" or (path / "params" / "_CHECKPOINT_METADATA").exists():
@@ -164,7 +159,7 @@ def _kind(path: Path) -> str:
 
 def load_any(path: str | os.PathLike, config: GrokConfig | None = None, mesh=None) -> Grok:
     path = Path(path)
-    kind = _kind(path)
+    kind = _format_of(path)
     if kind == "safetensors":
         return load_safetensors(path, config, mesh)
     if kind == "orbax":
@@ -181,7 +176,7 @@ def load_any(path: str | os.PathLike, config: GrokConfig | None = None, mesh=Non
 
 def save_any(model: Grok, path: str | os.PathLike) -> Path:
     path = Path(path)
-    kind = _kind(path)
+    kind = _format_of(path)
     if kind == "safetensors":
         return save_safetensors(model, path)
     if kind == "orbax":

@@ -27,6 +27,7 @@ from flax import nnx
 from jax.sharding import PartitionSpec
 
 from grok_flax import sharding
+from grok_flax.distributed import gather
 from grok_flax.kv_memory import KVMemory
 from grok_flax.sampling import candidates_for, sample
 
@@ -60,15 +61,6 @@ class GenerationResult:
         n = (self.decode_steps - 1) * len(self.tokens)
         rest = self.decode_seconds - self.first_step_seconds
         return n / rest if n > 0 and rest > 0 else float("nan")
-
-
-def _host(x) -> np.ndarray:
-    """A (possibly multi-process) array's values on this host."""
-    if x.is_fully_addressable:
-        return np.asarray(x)
-    from jax.experimental import multihost_utils
-
-    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
 def _bucket(n: int, lo: int, hi: int) -> int:
@@ -247,7 +239,7 @@ class Generator:
                 put(padded[:, c * P:(c + 1) * P]), put(chunk_len), last,
                 put(end_chunk == c), put(end_idx.astype(np.int32)))
         candidates = candidates_for(top_k, cfg.vocab_size) if temperature > 0 else None
-        token = _host(_first_sample(last, keys, *settings, candidates=candidates))
+        token = gather(_first_sample(last, keys, *settings, candidates=candidates))
         t1 = time.perf_counter()
 
         new: list[list[int]] = [[] for _ in range(B)]
@@ -273,7 +265,7 @@ class Generator:
             mem_state, tok = decode_step(self.graph, self.params, mem_graph, mem_state,
                                          put(np.asarray(token, np.int32)), keys, i + 1,
                                          *settings, candidates=candidates)
-            token = _host(tok)
+            token = gather(tok)
             steps += 1
             if steps == 1:
                 first_step = time.perf_counter() - t1

@@ -132,7 +132,7 @@ class Plan:
 
 # --- accounting ------------------------------------------------------------------------------
 
-def _kind(path: tuple, leaf_name: str | None) -> str:
+def _weight_kind(path: tuple, leaf_name: str | None) -> str:
     names = [str(getattr(p, "key", getattr(p, "name", p))) for p in path]
     if names and names[0] == "embed":
         return "embedding"
@@ -164,7 +164,7 @@ def weight_bytes(abstract_state, per_device: bool = True) -> dict[str, int]:
         sharding = getattr(leaf, "sharding", None)
         if per_device and sharding is not None:
             shape = sharding.shard_shape(shape)
-        out[_kind(path, leaf_name)] += math.prod(shape) * np.dtype(leaf.dtype).itemsize
+        out[_weight_kind(path, leaf_name)] += math.prod(shape) * np.dtype(leaf.dtype).itemsize
     return {k: v for k, v in out.items() if v}
 
 

@@ -270,7 +270,9 @@ def attention_maps(attention, labels: Sequence[str] | None = None, *, layer: int
 # rotary embeddings
 # --------------------------------------------------------------------------------------------
 def _inv_freq(key_size: int, base: float) -> np.ndarray:
-    return 1.0 / base ** (np.arange(0, key_size, 2, dtype=np.float64) / key_size)
+    from grok_flax.rope import inverse_frequencies
+
+    return np.asarray(inverse_frequencies(key_size, base), np.float64)
 
 
 def rope_frequencies(key_size: int = 128, base: float = 10000.0,
@@ -338,14 +340,17 @@ def rope_relative(key_size: int = 128, base: float = 10000.0, max_distance: int 
     m = rng.integers(0, max_distance, samples)
     n = rng.integers(0, max_distance, samples)
 
-    def rotate(x, p):
-        ang = p * theta
-        x1, x2 = x[: key_size // 2], x[key_size // 2:]
-        return np.concatenate([x1 * np.cos(ang) - x2 * np.sin(ang),
-                               x2 * np.cos(ang) + x1 * np.sin(ang)])
+    def rotated(x, positions):  # x [H] at each position -> [N, H], by the library's RoPE
+        import jax.numpy as jnp
 
-    measured = np.array([rotate(q, a) @ rotate(q, b) for a, b in zip(m, n, strict=True)])
-    measured_curve = np.array([rotate(q, d) @ q for d in dist]) / (q @ q)
+        from grok_flax.rope import apply_rope
+
+        xs = jnp.broadcast_to(jnp.asarray(x, jnp.float32), (1, len(positions), 1, key_size))
+        out = apply_rope(xs, jnp.asarray(positions, jnp.int32)[None], base)
+        return np.asarray(out[0, :, 0], np.float64)
+
+    measured = np.sum(rotated(q, m) * rotated(q, n), axis=1)
+    measured_curve = rotated(q, dist) @ q / (q @ q)
     fig = Figure(figsize=(9, 4), layout="constrained")
     ax = fig.add_subplot()
     ax.plot(dist + 1, expected, color="black", lw=1.5, label="expected over random q")
