@@ -207,7 +207,7 @@ def attention_rows(lengths=(2048, 4096, 8192, 32768), repeats: int = 5, chunk: i
 
 def layer_rows(num_layers: int = 4, cfg: GrokConfig | None = None,
                prompt: int = 1024) -> list[dict]:
-    from grok_flax.generate import Generator
+    from grok_flax.running.generate import Generator
 
     cfg = cfg or GrokConfig.grok_1(num_layers=num_layers, sequence_len=2048,
                                    compute_dtype="bfloat16")

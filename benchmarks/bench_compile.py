@@ -16,7 +16,7 @@ from flax import nnx  # noqa: E402
 
 from benchmarks.common import machine, table  # noqa: E402
 from grok_flax import GrokConfig, KVMemory, abstract_model  # noqa: E402
-from grok_flax.sharding import batch_sharding, make_mesh, state_shardings  # noqa: E402
+from grok_flax.scale.sharding import batch_sharding, make_mesh, state_shardings  # noqa: E402
 
 
 def _abstract(tree, shardings):

@@ -95,7 +95,8 @@ print(json.dumps(dict(seconds=secs, user=r1.ru_utime - r0.ru_utime,
 def write_checkpoint(path: Path, cfg) -> int:
     """Random official-format files, one tensor at a time; returns total bytes."""
     from grok_flax.checkpoint import release_names
-    from grok_flax.ckpt_format import tensor_file_name, write_array_file, write_quantized_file
+    from grok_flax.checkpoint.release import tensor_file_name
+    from grok_flax.checkpoint.writer import write_array_file, write_quantized_file
     from grok_flax.model import abstract_model
     from grok_flax.quant import QArray
 

@@ -35,7 +35,7 @@ def _simulate_devices_for(mesh_text: str | None) -> None:
     if not mesh_text or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS",
                                                                                    ""):
         return
-    from grok_flax.sharding import parse_mesh_spec
+    from grok_flax.scale.sharding import parse_mesh_spec
 
     shape = parse_mesh_spec(mesh_text)
     n = shape["data"] * shape["model"]
@@ -63,7 +63,7 @@ def _check_generate_args(args) -> None:
     if args.checkpoint is not None and args.tokenizer is None:
         raise ValueError("--checkpoint needs --tokenizer (the release's tokenizer.model)")
     if args.mesh:
-        from grok_flax.sharding import parse_mesh_spec
+        from grok_flax.scale.sharding import parse_mesh_spec
 
         parse_mesh_spec(args.mesh)
 
@@ -100,7 +100,7 @@ def _check_prompt_fits(tokenizer, args, max_len: int) -> None:
 def _cmd_generate(args) -> int:
     _check_generate_args(args)
     _simulate_devices_for(args.mesh)
-    from grok_flax.tokenizer import Tokenizer
+    from grok_flax.running.tokenizer import Tokenizer
 
     if args.checkpoint is None:
         from grok_flax import demo
@@ -119,11 +119,11 @@ def _cmd_generate(args) -> int:
                          f"{cfg.sequence_len}")
     _check_prompt_fits(tokenizer, args, max_len)
 
-    from grok_flax.generate import Generator, stream_text
+    from grok_flax.running.generate import Generator, stream_text
 
     mesh = None
     if args.mesh:
-        from grok_flax.sharding import make_mesh, parse_mesh_spec
+        from grok_flax.scale.sharding import make_mesh, parse_mesh_spec
 
         mesh = make_mesh(**parse_mesh_spec(args.mesh))
     if args.checkpoint is None:
@@ -154,8 +154,8 @@ def _cmd_generate(args) -> int:
 
 
 def _cmd_convert(args) -> int:
+    from grok_flax.checkpoint.convert import convert
     from grok_flax.config import GrokConfig
-    from grok_flax.convert import convert
 
     cfg = None if args.config is None else GrokConfig.load(args.config)
     out = convert(args.src, args.dst, cfg)
@@ -164,7 +164,7 @@ def _cmd_convert(args) -> int:
 
 
 def _cmd_plan(args) -> int:
-    from grok_flax.plan import run_plan
+    from grok_flax.scale.plan import run_plan
 
     return run_plan(args)
 
@@ -178,7 +178,7 @@ def _cmd_demo(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The one argument tree of ``python -m grok_flax``."""
-    from grok_flax.plan import add_plan_arguments
+    from grok_flax.scale.plan import add_plan_arguments
 
     parser = argparse.ArgumentParser(prog="python -m grok_flax",
                                      description=__doc__.split("\n\n")[0])

@@ -125,17 +125,10 @@ class GrokConfig:
             if self.ffn_size % self.moe_out_scale_blocks:
                 problems.append(f"moe_out_scale_blocks ({self.moe_out_scale_blocks}) must "
                                 f"divide the expert width ({self.ffn_size})")
-        if self.compute_dtype not in _COMPUTE_DTYPES:
-            problems.append(f"compute_dtype must be one of {_COMPUTE_DTYPES}, "
-                            f"got {self.compute_dtype!r}")
-        if self.param_dtype not in _FLOAT_DTYPES:
-            problems.append(f"param_dtype must be one of {_FLOAT_DTYPES}, "
-                            f"got {self.param_dtype!r}")
-        if self.attention_impl not in _ATTENTION_IMPLS:
-            problems.append(f"attention_impl must be one of {_ATTENTION_IMPLS}, "
-                            f"got {self.attention_impl!r}")
-        if self.moe_impl not in _MOE_IMPLS:
-            problems.append(f"moe_impl must be one of {_MOE_IMPLS}, got {self.moe_impl!r}")
+        for name, allowed in (("compute_dtype", _COMPUTE_DTYPES), ("param_dtype", _FLOAT_DTYPES),
+                              ("attention_impl", _ATTENTION_IMPLS), ("moe_impl", _MOE_IMPLS)):
+            if getattr(self, name) not in allowed:
+                problems.append(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         for name in ("embedding_multiplier_scale", "output_multiplier_scale",
                      "attn_output_multiplier", "rope_base", "norm_eps", "attn_logit_cap"):
             v = getattr(self, name)

@@ -18,7 +18,7 @@ from grok_flax.config import GrokConfig
 from grok_flax.moe import MoE
 from grok_flax.norm import RMSNorm
 from grok_flax.router import Router
-from grok_flax.sharding import ACTIVATION, constrain
+from grok_flax.scale.sharding import ACTIVATION, constrain
 
 
 class DecoderLayer(nnx.Module):

@@ -17,12 +17,12 @@ import numpy as np
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
-from grok_flax import sharding
 from grok_flax.config import GrokConfig
 from grok_flax.kv_memory import KVMemory
 from grok_flax.layer import DecoderLayer
 from grok_flax.norm import RMSNorm
 from grok_flax.quant import QArray
+from grok_flax.scale import sharding
 
 
 class Grok(nnx.Module):
@@ -96,8 +96,7 @@ class Grok(nnx.Module):
 
                 shape = (B, cfg.vocab_size) if logits_at is not None else (B, T,
                                                                            cfg.vocab_size)
-                logical = sharding.LOGITS if logits_at is None else ("batch", "act_vocab")
-                specs = (sharding.spec_for(logical, shape, mesh), P(),
+                specs = (sharding.spec_for(_logits_axes(logits_at), shape, mesh), P(),
                          None if mem is None else tuple(sharding.spec_of(a) for a in mem))
                 logits, captures, mem = sharding.run_auto(run, mesh, specs, state, tokens,
                                                           mem, lengths, logits_at)
@@ -170,9 +169,13 @@ class Grok(nnx.Module):
                                    + ("act_embed",))
             logits = jnp.dot(x, self.embed[...].T.astype(x.dtype))  # tied weights
             logits = logits * jnp.asarray(cfg.output_multiplier_scale, x.dtype)
-            logical = sharding.LOGITS if logits_at is None else ("batch", "act_vocab")
-            logits = sharding.constrain(logits, logical)
+            logits = sharding.constrain(logits, _logits_axes(logits_at))
         return logits, captures, mem
+
+
+def _logits_axes(logits_at) -> tuple[str, ...]:
+    """Logical axes of the logits: [B, T, V], or [B, V] when only ``logits_at`` is un-embedded."""
+    return sharding.LOGITS if logits_at is None else ("batch", "act_vocab")
 
 
 def _as_tokens(tokens) -> jax.Array:
@@ -196,41 +199,43 @@ def _concrete(x) -> np.ndarray | None:
     return np.asarray(x)
 
 
-def _input_problems(tokens, step, n_new, vocab: int, max_len) -> str | None:
-    """The message for bad inputs (host arrays), or None."""
+def _bad_ids_message(vocab: int, found: list[tuple[int, int, int]], count: int) -> str:
+    """``found``: (id, row, position) of the first bad ids; ``count``: how many in all."""
+    shown = ", ".join(f"{value} at [{b}, {t}]" for value, b, t in found)
+    more = f" (and {count - len(found)} more)" if count > len(found) else ""
+    return f"token ids outside [0, {vocab}): {shown}{more}"
+
+
+def _overflow_message(row: int, step: int, end: int, max_len: int) -> str:
+    return (f"KV memory overflow: row {row} is at step {step} and {end - step} new tokens "
+            f"would end at {end} > max_len {max_len}; start a new KVMemory (nothing is "
+            f"overwritten)")
+
+
+def _input_problem(tokens, step, n_new, vocab: int, max_len) -> str | None:
+    """What is wrong with these inputs (host arrays), or None."""
     tokens = np.asarray(tokens)
     bad = (tokens < 0) | (tokens >= vocab)
     if bad.any():
-        where = np.argwhere(bad)[:5]
-        shown = ", ".join(f"{int(tokens[b, t])} at [{b}, {t}]" for b, t in where)
-        more = f" (and {int(bad.sum()) - len(where)} more)" if bad.sum() > len(where) else ""
-        return f"token ids outside [0, {vocab}): {shown}{more}"
+        found = [(int(tokens[b, t]), int(b), int(t)) for b, t in np.argwhere(bad)[:5]]
+        return _bad_ids_message(vocab, found, int(bad.sum()))
     if step is not None:
-        end = np.asarray(step) + np.asarray(n_new)
+        step = np.asarray(step)
+        end = step + np.asarray(n_new)
         if (end > max_len).any():
             b = int(np.argmax(end))
-            return (f"KV memory overflow: row {b} is at step {int(np.asarray(step)[b])} and "
-                    f"{int(end[b] - np.asarray(step)[b])} new tokens would end at {int(end[b])}"
-                    f" > max_len {max_len}; start a new KVMemory (nothing is overwritten)")
+            return _overflow_message(b, int(step[b]), int(end[b]), max_len)
     return None
 
 
-def _raise_if_bad(tokens, step, n_new, vocab, max_len):
-    problem = _input_problems(tokens, step, n_new, vocab, max_len)
-    if problem:
-        raise ValueError(problem)
-
-
-def _raise_if_bad_summary(tok_info, mem_info, vocab: int, max_len) -> None:
+def _raise_device_summary(tok_info, mem_info, vocab: int, max_len) -> None:
+    """The device check's few scalars -> the same ValueError as the host check."""
     count, b, t, value = (int(v) for v in tok_info)
     if count:
-        more = f" (and {count - 1} more)" if count > 1 else ""
-        raise ValueError(f"token ids outside [0, {vocab}): {value} at [{b}, {t}]{more}")
+        raise ValueError(_bad_ids_message(vocab, [(value, b, t)], count))
     row, step, end = (int(v) for v in mem_info)
     if max_len is not None and end > max_len:
-        raise ValueError(f"KV memory overflow: row {row} is at step {step} and {end - step} new "
-                         f"tokens would end at {end} > max_len {max_len}; start a new "
-                         f"KVMemory (nothing is overwritten)")
+        raise ValueError(_overflow_message(row, step, end, max_len))
 
 
 def _check_inputs(cfg: GrokConfig, tokens, memory, n_new, device_check: bool) -> None:
@@ -239,7 +244,9 @@ def _check_inputs(cfg: GrokConfig, tokens, memory, n_new, device_check: bool) ->
     max_len = None if memory is None else memory.max_len
     host = [_concrete(tokens), None if step is None else _concrete(step), _concrete(n_new)]
     if all(h is not None for h in host) or (host[0] is not None and step is None):
-        _raise_if_bad(host[0], host[1], host[2], cfg.vocab_size, max_len)
+        problem = _input_problem(host[0], host[1], host[2], cfg.vocab_size, max_len)
+        if problem:
+            raise ValueError(problem)
         return
     if not device_check:
         return
@@ -260,7 +267,7 @@ def _check_inputs(cfg: GrokConfig, tokens, memory, n_new, device_check: bool) ->
         bad = bad | (end[row] > max_len)
 
     def report():
-        jax.debug.callback(lambda t, m: _raise_if_bad_summary(t, m, cfg.vocab_size, max_len),
+        jax.debug.callback(lambda t, m: _raise_device_summary(t, m, cfg.vocab_size, max_len),
                            tok_info, mem_info)
 
     jax.lax.cond(bad, report, lambda: None)

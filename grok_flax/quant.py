@@ -24,6 +24,10 @@ from flax import struct
 
 @struct.dataclass
 class QArray:
+    """An int8 weight and its scales, as one pytree: the value is ``weight * scales`` with
+    each of the ``G`` scale rows covering ``in // G`` consecutive input rows. Use it through
+    :func:`matmul` (or ``dequantize``); ``shape`` is the weight's, ``blocks`` is G."""
+
     weight: jax.Array  # int8 [..., in, out]
     scales: jax.Array  # [..., G, out]  (bfloat16 in the release)
 
@@ -107,7 +111,7 @@ def linear_param(key: jax.Array, shape: tuple[int, ...], *, quantized: bool, blo
                  dtype, logical: tuple[str, ...]):
     """A new linear weight ``[..., in, out]`` ~ N(0, 1/in), float or quantized.
 
-    ``logical`` names each axis (see ``grok_flax.sharding``); quantized scales share the
+    ``logical`` names each axis (see ``grok_flax.scale.sharding``); quantized scales share the
     weight's names but are never sharded along their (tiny) block axis.
     """
     from flax import nnx  # local: keep this module importable without flax.nnx details

@@ -64,7 +64,7 @@ def _readable_piece(piece: str) -> str:
 def token_labels(tokenizer, ids=None, max_chars: int = 12) -> list[str]:
     """Tick labels for tokens: ``token_labels(tokenizer, ids)`` or ``token_labels(pieces)``.
 
-    ``tokenizer`` is anything with ``piece(id)`` (``grok_flax.tokenizer.Tokenizer``) or
+    ``tokenizer`` is anything with ``piece(id)`` (``grok_flax.running.tokenizer.Tokenizer``) or
     ``id_to_piece(id)`` (SentencePiece); without one, ids are shown as numbers.
     """
     if ids is None:

@@ -15,9 +15,9 @@ from grok_flax.checkpoint import (
     release_names,
     save_checkpoint,
 )
-from grok_flax.ckpt_format import write_array_file, write_quantized_file
+from grok_flax.checkpoint.writer import write_array_file, write_quantized_file
 from grok_flax.quant import QArray
-from grok_flax.sharding import make_mesh
+from grok_flax.scale.sharding import make_mesh
 
 CFG = GrokConfig.tiny(compute_dtype="float32", num_layers=3)
 
@@ -67,7 +67,7 @@ def test_load_accepts_ckpt0_folder_and_mesh(saved):
 
 def test_arrays_adopt_the_host_buffers_on_cpu(saved):
     # on CPU the page-aligned host buffer a shard is read into *is* the device array
-    import grok_flax.checkpoint as ckpt
+    import grok_flax.checkpoint.loader as ckpt
 
     _, path = saved
     seen = []
@@ -92,7 +92,7 @@ def test_arrays_adopt_the_host_buffers_on_cpu(saved):
 def test_layer_by_layer_staging_equals_whole_shards(saved, monkeypatch, mesh_shape):
     # the accelerator path (stacked parameters sent one layer at a time into a donated
     # buffer), forced on CPU, gives the same arrays with the same shardings
-    import grok_flax.checkpoint as ckpt
+    import grok_flax.checkpoint.loader as ckpt
 
     model, path = saved
     mesh = make_mesh(*mesh_shape)

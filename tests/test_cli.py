@@ -113,7 +113,7 @@ def test_generator_takes_numpy_and_jax_token_ids():
     from flax import nnx
 
     from grok_flax import Grok, GrokConfig
-    from grok_flax.generate import Generator
+    from grok_flax.running.generate import Generator
 
     cfg = GrokConfig.tiny(compute_dtype="float32", sequence_len=32)
     gen = Generator(Grok(cfg, rngs=nnx.Rngs(0)))

@@ -6,7 +6,7 @@ from flax import nnx
 
 from grok_flax import Grok, GrokConfig
 from grok_flax.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from grok_flax.convert import convert, load_orbax, load_safetensors, save_safetensors
+from grok_flax.checkpoint.convert import convert, load_orbax, load_safetensors, save_safetensors
 
 CFG = GrokConfig.tiny(compute_dtype="float32")
 
@@ -39,7 +39,7 @@ def test_official_safetensors_orbax_official_round_trip(tmp_path):
 def test_converted_model_loads_onto_a_mesh(tmp_path, kind):
     import jax
 
-    from grok_flax.sharding import make_mesh
+    from grok_flax.scale.sharding import make_mesh
 
     model = Grok(CFG, rngs=nnx.Rngs(0))
     save_checkpoint(model, tmp_path / "official")

@@ -11,9 +11,9 @@ import pytest
 from flax import nnx
 
 import grok_flax as gf
-from grok_flax.generate import decode_step
-from grok_flax.plan import hlo_collectives, hlo_writes_into
-from grok_flax.sharding import create_sharded, make_mesh, shard_module
+from grok_flax.running.generate import decode_step
+from grok_flax.scale.plan import hlo_collectives, hlo_writes_into
+from grok_flax.scale.sharding import create_sharded, make_mesh, shard_module
 
 B, S = 2, 64
 CFG = gf.GrokConfig.tiny(num_kv_heads=8, num_q_heads=16, compute_dtype="float32")
@@ -73,7 +73,7 @@ def test_decode_collectives_on_1x8_are_tensor_parallelism_only():
 
 
 def _compiled_prefill(mesh, batch=B, chunk=16):
-    from grok_flax.generate import prefill_step
+    from grok_flax.running.generate import prefill_step
 
     model = gf.Grok(CFG, rngs=nnx.Rngs(0))
     shard_module(model, mesh)

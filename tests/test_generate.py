@@ -11,8 +11,8 @@ from flax import nnx
 
 from grok_flax import Grok, GrokConfig
 from grok_flax.checkpoint import load_checkpoint, save_checkpoint
-from grok_flax.generate import Generator, decode_step, generate, stream_text
-from grok_flax.tokenizer import Tokenizer
+from grok_flax.running.generate import Generator, decode_step, generate, stream_text
+from grok_flax.running.tokenizer import Tokenizer
 
 CFG = GrokConfig.tiny(compute_dtype="float32", sequence_len=48)
 
@@ -171,7 +171,7 @@ def test_cli_bad_config_is_a_clear_error(tmp_path, tokenizer_path):
 
 
 def test_sampling_filters_match_reference_semantics():
-    from grok_flax.sampling import sample, top_k_filter, top_p_filter
+    from grok_flax.running.sampling import sample, top_k_filter, top_p_filter
 
     logits = jnp.log(jnp.array([[0.5, 0.3, 0.15, 0.05]]))
     kept = np.asarray(top_p_filter(logits, jnp.array([0.7])) > -1e9)[0]
@@ -192,7 +192,7 @@ def test_generation_on_a_mesh_equals_single_device(model, kind, shape):
     import jax
     from jax.sharding import AxisType
 
-    from grok_flax.sharding import make_mesh, shard_module
+    from grok_flax.scale.sharding import make_mesh, shard_module
 
     prompts = [[5, 6, 7], [40, 41, 42, 43, 44]]
     kw = dict(max_new_tokens=5)
@@ -213,7 +213,7 @@ def test_generation_on_a_mesh_equals_single_device(model, kind, shape):
 @pytest.mark.parametrize("top_k", [0, 1, 5, 40])
 @pytest.mark.parametrize("top_p", [1.0, 0.9, 0.3])
 def test_one_sort_filter_equals_the_two_filters(top_k, top_p):
-    from grok_flax.sampling import top_k_filter, top_k_top_p_filter, top_p_filter
+    from grok_flax.running.sampling import top_k_filter, top_k_top_p_filter, top_p_filter
 
     logits = jax.random.normal(jax.random.key(top_k), (3, 500)) * 3
     logits = logits.at[1, :7].set(2.5)  # ties
@@ -225,7 +225,7 @@ def test_one_sort_filter_equals_the_two_filters(top_k, top_p):
 
 @pytest.mark.parametrize("top_k", [1, 5, 40])
 def test_top_k_preselection_keeps_the_distribution(top_k):
-    from grok_flax.sampling import candidates_for, top_k_top_p_filter
+    from grok_flax.running.sampling import candidates_for, top_k_top_p_filter
 
     V = 3000
     logits = jax.random.normal(jax.random.key(1), (2, V)) * 2
@@ -238,7 +238,7 @@ def test_top_k_preselection_keeps_the_distribution(top_k):
     scattered = jnp.zeros_like(full).at[jnp.arange(2)[:, None], index].set(part)
     np.testing.assert_allclose(np.asarray(scattered), np.asarray(full), atol=1e-7)
     # and the sampler with pre-selection only ever draws allowed tokens
-    from grok_flax.sampling import sample
+    from grok_flax.running.sampling import sample
 
     keys = jax.vmap(jax.random.key)(jnp.arange(2))
     for seed in range(20):
@@ -248,7 +248,7 @@ def test_top_k_preselection_keeps_the_distribution(top_k):
 
 
 def test_all_greedy_rows_skip_the_sampling_work():
-    from grok_flax.sampling import sample
+    from grok_flax.running.sampling import sample
 
     logits = jax.random.normal(jax.random.key(0), (2, 1000))
     keys = jax.vmap(jax.random.key)(jnp.arange(2))

@@ -16,7 +16,7 @@ from jax.sharding import PartitionSpec as P
 
 from grok_flax import Grok, GrokConfig, KVMemory
 from grok_flax.checkpoint import load_checkpoint
-from grok_flax.sharding import (
+from grok_flax.scale.sharding import (
     abstract_state,
     batch_sharding,
     bytes_per_device,

@@ -5,7 +5,7 @@ import pytest
 from flax import nnx
 
 from grok_flax import Grok, GrokConfig, KVMemory, abstract_model, param_count
-from grok_flax.sharding import make_mesh, shard_module
+from grok_flax.scale.sharding import make_mesh, shard_module
 
 
 def _model(**kw):
@@ -229,7 +229,7 @@ def _meshes():
 
 @pytest.mark.parametrize("mesh_fn", _meshes())
 def test_sharded_equals_single_device_on_every_kind_of_mesh(mesh_fn):
-    from grok_flax.sharding import create_sharded
+    from grok_flax.scale.sharding import create_sharded
 
     cfg = GrokConfig.tiny(compute_dtype="float32", num_kv_heads=4, num_q_heads=8)
     model = Grok(cfg, rngs=nnx.Rngs(0))

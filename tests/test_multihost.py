@@ -1,7 +1,7 @@
 """Two processes × 4 CPU devices under jax.distributed (gloo) == one process: logits, KV
 decode and ``Generator``'s tokens.
 
-``grok_flax.distributed.launch_local`` starts two workers on 127.0.0.1; each joins the job,
+``launch_local`` (tests/multihost_worker.py) starts two workers on 127.0.0.1; each joins the job,
 loads the reference tiny checkpoint onto the global 8-device mesh (reading only its own
 devices' slices of the files), runs the forward and a KV-memory decode and gathers the
 logits. They must equal the single-process logits. A hung or failed worker is killed.
@@ -12,11 +12,11 @@ import json
 import numpy as np
 import pytest
 from conftest import TINY
+from multihost_worker import ReadLog, launch_local, run_checkpoint, run_processes
 
 from grok_flax import GrokConfig
 from grok_flax.checkpoint import load_checkpoint
-from grok_flax.distributed import launch_local, run_checkpoint
-from grok_flax.sharding import make_mesh
+from grok_flax.scale.sharding import make_mesh
 
 CASE = TINY
 TIMEOUT_S = 240
@@ -54,3 +54,31 @@ def test_two_processes_equal_one(tmp_path, mesh, axis_types):
                 np.testing.assert_allclose(got[name], want[name], rtol=2e-4, atol=2e-4,
                                            err_msg=f"process {i}: {name}")
     assert len(want["generated_greedy"]) == 8
+
+
+def test_workers_output_is_read_while_they_run():
+    """A worker that prints more than a pipe holds (64 KiB) must not block: its output is
+    drained as it comes, and all of it is kept."""
+    import sys
+
+    code = "import sys; sys.stdout.write('x' * 1_000_000); sys.stdout.flush()"
+    results = run_processes([[sys.executable, "-c", code]] * 2, timeout=60)
+    assert [len(r.stdout) for r in results] == [1_000_000, 1_000_000]
+    with pytest.raises(RuntimeError, match=r"process 0 \(rc 3\) ---\nboom"):
+        run_processes([[sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"]],
+                      timeout=60)
+
+
+def test_read_log_is_undone(tmp_path):
+    """ReadLog counts what the loader reads while active and puts the loader back after."""
+    from grok_flax.checkpoint import loader
+
+    original = loader._read_into
+    meta = json.loads((CASE / "meta.json").read_text())
+    cfg = GrokConfig.from_reference_meta(meta, compute_dtype="float32")
+    with ReadLog() as log:
+        assert loader._read_into is not original
+        load_checkpoint(CASE / "checkpoints", cfg, progress=False)
+    assert loader._read_into is original
+    total = sum(f.stat().st_size for f in (CASE / "checkpoints" / "ckpt-0").iterdir())
+    assert 0.9 * total < log.bytes <= total

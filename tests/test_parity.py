@@ -18,7 +18,7 @@ from conftest import TINY, reference_cases
 
 from grok_flax import GrokConfig
 from grok_flax.checkpoint import load_checkpoint
-from grok_flax.sharding import make_mesh
+from grok_flax.scale.sharding import make_mesh
 
 CASES = reference_cases() + [Path(p) for p in
                              os.environ.get("GROK_FLAX_REFERENCE_CASES", "").split(":") if p]

@@ -3,7 +3,7 @@
 import pytest
 
 from grok_flax import GrokConfig
-from grok_flax.plan import (
+from grok_flax.scale.plan import (
     DEVICES,
     GB,
     GiB,
@@ -49,7 +49,7 @@ def test_analytic_formula_matches_the_model(quantized):
 def test_tiny_plan_compiles_on_a_mesh(kind):
     import jax
 
-    from grok_flax.sharding import make_mesh
+    from grok_flax.scale.sharding import make_mesh
 
     cfg = GrokConfig.tiny()
     mesh = {"shape": (2, 4), "explicit": jax.make_mesh((2, 4), ("data", "model")),

@@ -5,8 +5,8 @@ import json
 import jax.numpy as jnp
 import numpy as np
 
-from grok_flax import corpus
-from grok_flax.train import (
+from grok_flax.demo import corpus
+from grok_flax.demo.train import (
     TrainSettings,
     cross_entropy,
     heldout_windows,
@@ -82,7 +82,7 @@ def test_bundled_demo_model_size_and_quality():
     """The shipped model: ≤ 25 MB, and far better than a unigram model on held-out code."""
     from grok_flax.demo import DEMO_DIR, load
 
-    assert _bundle_ready(), f"{DEMO_DIR} is incomplete: run python -m grok_flax.train"
+    assert _bundle_ready(), f"{DEMO_DIR} is incomplete: run python -m grok_flax.demo.train"
     size = sum(p.stat().st_size for p in DEMO_DIR.rglob("*") if p.is_file())
     assert size <= MAX_BUNDLE_BYTES, f"bundle is {size / 1e6:.1f} MB"
 

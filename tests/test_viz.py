@@ -10,7 +10,7 @@ from flax import nnx
 from matplotlib.figure import Figure
 
 from grok_flax import Grok, GrokConfig, abstract_model, viz
-from grok_flax.sharding import abstract_state, make_mesh
+from grok_flax.scale.sharding import abstract_state, make_mesh
 
 CFG = GrokConfig.tiny(compute_dtype="float32", num_experts=4, num_layers=2, quantized=False)
 T = 9

@@ -1,23 +1,21 @@
-"""Several processes, one model: ``jax.distributed`` on a cluster, or on one machine.
+"""The multi-process check the tests run: N processes on 127.0.0.1 under ``jax.distributed``.
 
-With ``jax.distributed`` every process (one per host) runs the *same* program; the mesh spans
-the global ``jax.devices()`` and each process touches only its own devices' shards. Nothing in
-``grok_flax`` needs to know: ``make_mesh`` builds the global mesh, ``load_checkpoint`` reads
-only the blocks of this process's devices (each distinct block once) and joins them with
-``jax.make_array_from_single_device_arrays``, and a jitted forward runs across all hosts.
-See ``docs/multihost.md``.
+``python tests/multihost_worker.py launch --checkpoint DIR --meta META --out OUT`` starts
+``--num-processes`` workers (``--local-devices`` simulated CPU devices each, gloo
+collectives). Each worker joins the job (``grok_flax.scale.distributed.initialize``), loads
+the checkpoint onto the global mesh, reading only its own devices' slices (counted by
+:class:`ReadLog`), runs :func:`run_checkpoint` and writes ``process_I.json`` (what it read)
+and ``logits_I.npz``. Every worker's output is read while it runs, so a chatty worker never
+blocks on a full pipe; if one fails or the timeout passes, every worker is killed.
 
-- ``initialize(...)``: ``jax.distributed.initialize`` plus the CPU settings (gloo
-  collectives, simulated devices). With no arguments on a TPU pod / SLURM / Open MPI job the
-  coordinator, process count and index are detected.
-- ``python -m grok_flax.distributed worker ...``: one process of the check the tests run —
-  load a checkpoint onto the global mesh, run the forward and a KV-memory decode, gather the
-  logits; ``launch`` starts N such workers on 127.0.0.1 (``launch_local``).
+Test machinery, not part of the package: a real job runs its own script on every host (see
+docs/multihost.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -30,41 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+ROOT = Path(__file__).resolve().parents[1]
 
-def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None, *, local_device_count: int | None = None,
-               cpu_collectives: str | None = "gloo", **kwargs) -> tuple[int, int]:
-    """Join the job: returns ``(process_index, process_count)``.
-
-    Call once per process, before any other JAX operation. ``local_device_count`` simulates
-    that many CPU devices in this process (tests, development); ``cpu_collectives`` is the
-    CPU backend's cross-process collectives ("gloo"; ignored by GPU/TPU). Other keyword
-    arguments go to ``jax.distributed.initialize`` (``local_device_ids``,
-    ``initialization_timeout`` …). With everything left ``None`` on a TPU pod or under
-    SLURM / Open MPI, JAX detects the cluster itself.
-    """
-    import jax
-
-    if cpu_collectives:
-        jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
-    if local_device_count is not None:
-        jax.config.update("jax_num_cpu_devices", int(local_device_count))
-    jax.distributed.initialize(coordinator_address=coordinator_address,
-                               num_processes=num_processes, process_id=process_id, **kwargs)
-    return jax.process_index(), jax.process_count()
-
-
-def gather(x) -> np.ndarray:
-    """A global array (sharded over any processes) -> the whole array, on every process."""
-    import jax
-    from jax.experimental import multihost_utils
-
-    if jax.process_count() == 1 or x.is_fully_addressable:
-        return np.asarray(x)
-    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-
-
-# --- the check: forward and decode of a checkpoint on a global mesh --------------------------
 
 def run_checkpoint(model, tokens: np.ndarray, mesh) -> dict[str, np.ndarray]:
     """Forward on ``tokens`` [B, T]; then the first T-1 tokens into a sharded KV memory and
@@ -73,7 +38,9 @@ def run_checkpoint(model, tokens: np.ndarray, mesh) -> dict[str, np.ndarray]:
     from flax import nnx
 
     from grok_flax.kv_memory import KVMemory
-    from grok_flax.sharding import batch_sharding, create_sharded, put_global
+    from grok_flax.running.generate import Generator
+    from grok_flax.scale.distributed import gather
+    from grok_flax.scale.sharding import batch_sharding, create_sharded, put_global
 
     cfg = model.cfg
     B, T = tokens.shape
@@ -86,8 +53,6 @@ def run_checkpoint(model, tokens: np.ndarray, mesh) -> dict[str, np.ndarray]:
     out["decode"] = gather(step(model, toks[:, -1:], memory))
     out["kv_k"] = gather(memory.k[...])
     # generation: the first row's real tokens as a prompt, greedy and sampled
-    from grok_flax.generate import Generator
-
     prompt = [int(t) for t in tokens[0] if t > cfg.pad_token][:T // 2]
     gen = Generator(model, max_len=min(cfg.sequence_len, 64), mesh=mesh)
     out["generated_greedy"] = np.asarray(gen.generate([prompt], max_new_tokens=8).tokens[0])
@@ -97,32 +62,40 @@ def run_checkpoint(model, tokens: np.ndarray, mesh) -> dict[str, np.ndarray]:
     return out
 
 
-class _ReadLog:
-    """Counts the bytes this process reads from the checkpoint files (each slice once)."""
+class ReadLog:
+    """While active, counts the bytes the loader reads from checkpoint files (each slice once).
+
+    A context manager: it wraps ``loader._read_into`` on entry and puts the original back on
+    exit."""
 
     def __init__(self):
         self.slices: set = set()
         self.bytes = 0
         self.lock = threading.Lock()  # the loader reads on several threads
 
-    def install(self):
-        from grok_flax import checkpoint
+    def __enter__(self):
+        from grok_flax.checkpoint import loader
 
-        original = checkpoint._read_into
-        _index_key = checkpoint._index_key
+        self._loader, self._original = loader, loader._read_into
 
         def recording(out, spec, index):
-            original(out, spec, index)
-            key = (str(spec.path), spec.offset, _index_key(index))
+            self._original(out, spec, index)
+            key = (str(spec.path), spec.offset, loader._index_key(index))
             with self.lock:
                 if key not in self.slices:
                     self.slices.add(key)
                     self.bytes += out.size * np.dtype(spec.dtype).itemsize
 
-        checkpoint._read_into = recording
+        loader._read_into = recording
+        return self
+
+    def __exit__(self, *exc):
+        self._loader._read_into = self._original
 
 
 def worker(args: argparse.Namespace) -> int:
+    from grok_flax.scale.distributed import initialize
+
     idx, count = initialize(args.coordinator, args.num_processes, args.process_id,
                             local_device_count=args.local_devices,
                             initialization_timeout=args.init_timeout)
@@ -130,7 +103,7 @@ def worker(args: argparse.Namespace) -> int:
 
     from grok_flax.checkpoint import checkpoint_dir, load_checkpoint
     from grok_flax.config import GrokConfig
-    from grok_flax.sharding import make_mesh, parse_mesh_spec
+    from grok_flax.scale.sharding import make_mesh, parse_mesh_spec
 
     t0 = time.perf_counter()
     meta = json.loads(Path(args.meta).read_text())
@@ -140,9 +113,8 @@ def worker(args: argparse.Namespace) -> int:
         mesh = jax.make_mesh((shape["data"], shape["model"]), ("data", "model"))
     else:
         mesh = make_mesh(shape["data"], shape["model"])  # over the global jax.devices()
-    log = _ReadLog()
-    log.install()
-    model = load_checkpoint(args.checkpoint, cfg, mesh=mesh, progress=False)
+    with ReadLog() as log:
+        model = load_checkpoint(args.checkpoint, cfg, mesh=mesh, progress=False)
     load_s = time.perf_counter() - t0
     tokens = np.asarray(meta["tokens"], np.int32)
     out = run_checkpoint(model, tokens, mesh)
@@ -173,25 +145,42 @@ def _child_env(local_devices: int) -> dict[str, str]:
     flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", env.get("XLA_FLAGS", ""))
     env["XLA_FLAGS"] = f"{flags.strip()} --xla_force_host_platform_device_count={local_devices}"
     env["JAX_PLATFORMS"] = "cpu"
-    root = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     return env
+
+
+def _drain(stream, into: list[str]) -> None:
+    """Read a worker's output as it comes (so it never blocks on a full pipe)."""
+    for line in stream:
+        into.append(line)
+    stream.close()
 
 
 def launch_local(worker_args: list[str], num_processes: int = 2, local_devices: int = 4,
                  timeout: float = 240.0) -> list[subprocess.CompletedProcess]:
     """Run ``num_processes`` workers on 127.0.0.1 (``local_devices`` CPU devices each) and
-    wait for all of them. If one fails, or ``timeout`` seconds pass, every worker still
-    running is killed; raises ``RuntimeError`` with their output."""
+    wait for all of them (see :func:`run_processes`)."""
     port = free_port()
-    env = _child_env(local_devices)
-    procs = []
-    for i in range(num_processes):
-        cmd = [sys.executable, "-m", "grok_flax.distributed", "worker",
-               "--coordinator", f"127.0.0.1:{port}", "--num-processes", str(num_processes),
-               "--process-id", str(i), "--local-devices", str(local_devices), *worker_args]
-        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, text=True))
+    cmds = [[sys.executable, str(Path(__file__).resolve()), "worker",
+             "--coordinator", f"127.0.0.1:{port}", "--num-processes", str(num_processes),
+             "--process-id", str(i), "--local-devices", str(local_devices), *worker_args]
+            for i in range(num_processes)]
+    return run_processes(cmds, _child_env(local_devices), timeout)
+
+
+def run_processes(cmds: list[list[str]], env: dict[str, str] | None = None,
+                  timeout: float = 240.0) -> list[subprocess.CompletedProcess]:
+    """Run the commands side by side, reading their output while they run. If one fails, or
+    ``timeout`` seconds pass, every one still running is killed and ``RuntimeError`` says
+    why, with the end of each one's output."""
+    procs, logs, readers = [], [], []
+    for cmd in cmds:
+        p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True)
+        logs.append([])
+        readers.append(threading.Thread(target=_drain, args=(p.stdout, logs[-1]), daemon=True))
+        readers[-1].start()
+        procs.append(p)
     deadline = time.monotonic() + timeout
     failed = None
     try:
@@ -208,15 +197,16 @@ def launch_local(worker_args: list[str], num_processes: int = 2, local_devices: 
         for p in procs:
             if p.poll() is None:
                 p.kill()
-    results = []
-    for p in procs:
-        stdout, _ = p.communicate()
-        results.append(subprocess.CompletedProcess(p.args, p.returncode, stdout, ""))
+        for p, r in zip(procs, readers, strict=True):
+            p.wait()
+            r.join(timeout=10)
+    results = [subprocess.CompletedProcess(p.args, p.returncode, "".join(log), "")
+               for p, log in zip(procs, logs, strict=True)]
     if failed or any(r.returncode for r in results):
-        logs = "\n".join(f"--- process {i} (rc {r.returncode}) ---\n{r.stdout[-4000:]}"
+        text = "\n".join(f"--- process {i} (rc {r.returncode}) ---\n{r.stdout[-4000:]}"
                          for i, r in enumerate(results))
         raise RuntimeError(f"local multi-process run failed: {failed or 'non-zero exit'}\n"
-                           f"{logs}")
+                           f"{text}")
     return results
 
 
@@ -226,31 +216,31 @@ def _add_worker_args(p: argparse.ArgumentParser):
     p.add_argument("--checkpoint", required=True, help="folder holding ckpt-0/")
     p.add_argument("--meta", required=True, help="meta.json of a reference case (config, "
                                                  "tokens)")
-    p.add_argument("--mesh", default="data=1,model=8")
+    p.add_argument("--mesh", default="data=1,model=8", help="global mesh, e.g. data=2,model=4")
     p.add_argument("--axis-types", choices=("auto", "explicit"), default="auto",
-                   help="mesh from grok_flax.sharding.make_mesh (Auto axes) or "
+                   help="mesh from grok_flax.scale.sharding.make_mesh (Auto axes) or "
                         "jax.make_mesh (Explicit axes)")
     p.add_argument("--out", required=True, help="folder for process_N.json / logits_N.npz")
-    p.add_argument("--compute-dtype", default="float32")
-    p.add_argument("--init-timeout", type=int, default=120)
+    p.add_argument("--compute-dtype", default="float32", help="float32 or bfloat16")
+    p.add_argument("--init-timeout", type=int, default=120,
+                   help="seconds to wait for every process to join")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m grok_flax.distributed",
+    parser = argparse.ArgumentParser(prog="python tests/multihost_worker.py",
                                      description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     w = sub.add_parser("worker", help="one process: load, forward, decode, gather")
-    w.add_argument("--coordinator", default=None, help="host:port of process 0 (default: "
-                                                       "detected on TPU pods / SLURM)")
-    w.add_argument("--num-processes", type=int, default=None)
-    w.add_argument("--process-id", type=int, default=None)
+    w.add_argument("--coordinator", required=True, help="host:port of process 0")
+    w.add_argument("--num-processes", type=int, required=True, help="processes in the job")
+    w.add_argument("--process-id", type=int, required=True, help="this process's index")
     w.add_argument("--local-devices", type=int, default=None,
                    help="simulate this many CPU devices in this process")
     _add_worker_args(w)
     la = sub.add_parser("launch", help="run N workers on 127.0.0.1")
-    la.add_argument("--num-processes", type=int, default=2)
-    la.add_argument("--local-devices", type=int, default=4)
-    la.add_argument("--timeout", type=float, default=240.0)
+    la.add_argument("--num-processes", type=int, default=2, help="workers to start")
+    la.add_argument("--local-devices", type=int, default=4, help="CPU devices per worker")
+    la.add_argument("--timeout", type=float, default=240.0, help="seconds before all are killed")
     _add_worker_args(la)
     args = parser.parse_args(argv)
     if args.command == "worker":
@@ -265,4 +255,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())

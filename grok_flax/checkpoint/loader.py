@@ -1,13 +1,8 @@
-"""Load (and write) the released Grok-1 checkpoint: ``ckpt-0/tensor00000_000 …``.
-
-The release stores one pickle per parameter; file i holds the i-th parameter of the original
-Haiku model's tree flattened in *sorted* order, so the layers come lexicographically
-(decoder_layer_0, _1, _10, _11, …, _19, _2, _20 …). ``release_names`` rebuilds that order
-and ``PARAM_HOMES`` says where each released tensor lives in ``grok_flax.Grok``.
+"""Load a released Grok-1 checkpoint (``ckpt-0/tensor00000_000 …``) into a ``grok_flax.Grok``.
 
 Loading is safe and bounded:
-- no pickle is executed: ``ckpt_format`` walks each file's opcodes against an allow-list
-  and only *locates* the raw bytes of each array;
+- no pickle is executed: :mod:`grok_flax.checkpoint.reader` walks each file's opcodes
+  against an allow-list and only *locates* the raw bytes of each array;
 - each device's shard is read straight from the files into a page-aligned host buffer
   (whole tensors with ``preadv`` on a thread pool, slices through a memory map), int8
   staying int8. On CPU those buffers *are* the arrays; on an accelerator they are staging,
@@ -23,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import mmap
 import os
-import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
@@ -34,59 +28,23 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from grok_flax.ckpt_format import (
+from grok_flax.checkpoint.reader import parse_tensor_file, read_array, read_payload_into
+from grok_flax.checkpoint.release import (
+    FLOAT_DTYPES,
+    TENSOR_FILE_RE,
     ArraySpec,
     CheckpointError,
     QuantizedSpec,
-    parse_tensor_file,
-    read_array,
-    read_payload_into,
+    get_path,
+    layer_prefix,
+    release_names,
     tensor_file_name,
-    write_array_file,
-    write_quantized_file,
 )
 from grok_flax.config import GrokConfig
 from grok_flax.model import Grok, abstract_model
-from grok_flax.quant import QArray, quantize
+from grok_flax.quant import QArray
 
-__all__ = ["CheckpointError", "PARAM_HOMES", "checkpoint_dir", "inspect_checkpoint",
-           "load_checkpoint", "release_names", "save_checkpoint"]
-
-# model parameter path -> name in the release (per layer under transformer/decoder_layer_N/)
-PARAM_HOMES: dict[tuple[str, ...], str] = {
-    ("embed",): "language_model/in_out_embed/embeddings",
-    ("final_norm", "scale"): "language_model/rms_norm/scale",
-    ("layers", "attn", "query"): "multi_head_attention/query/w",
-    ("layers", "attn", "key"): "multi_head_attention/key/w",
-    ("layers", "attn", "value"): "multi_head_attention/value/w",
-    ("layers", "attn", "linear"): "multi_head_attention/linear/w",
-    ("layers", "moe", "linear"): "moe/linear/w",
-    ("layers", "moe", "linear_v"): "moe/linear_v/w",
-    ("layers", "moe", "linear_1"): "moe/linear_1/w",
-    ("layers", "router", "w"): "router/w",
-    ("layers", "pre_attn_norm", "scale"): "rms_norm/scale",
-    ("layers", "post_attn_norm", "scale"): "rms_norm_1/scale",
-    ("layers", "pre_moe_norm", "scale"): "rms_norm_2/scale",
-    ("layers", "post_moe_norm", "scale"): "rms_norm_3/scale",
-}
-_LAYER_PREFIX = "transformer/decoder_layer_{}/"
-_FLOAT_FILE_DTYPES = {np.dtype(np.float32), np.dtype(jnp.bfloat16), np.dtype(np.float16)}
-_SCALE_DTYPES = _FLOAT_FILE_DTYPES
-_TENSOR_RE = re.compile(r"^tensor(\d{5})_(\d{3})$")
-
-
-def release_names(num_layers: int) -> list[tuple[str, tuple[str, ...], int | None]]:
-    """[(release name, model path, layer or None)] in checkpoint file order."""
-    entries = []
-    for path, name in PARAM_HOMES.items():
-        if path[0] == "layers":
-            for i in range(num_layers):
-                entries.append((_LAYER_PREFIX.format(i) + name, path, i))
-        else:
-            entries.append((name, path, None))
-    # Haiku params are {module: {param: value}}; jax flattens dicts by sorted keys.
-    entries.sort(key=lambda e: tuple(e[0].rsplit("/", 1)))
-    return entries
+__all__ = ["checkpoint_dir", "inspect_checkpoint", "load_checkpoint"]
 
 
 def checkpoint_dir(path: str | os.PathLike) -> Path:
@@ -94,7 +52,7 @@ def checkpoint_dir(path: str | os.PathLike) -> Path:
     p = Path(path)
     if (p / "ckpt-0").is_dir():
         return p / "ckpt-0"
-    if p.is_dir() and any(_TENSOR_RE.match(f.name) for f in p.iterdir()):
+    if p.is_dir() and any(TENSOR_FILE_RE.match(f.name) for f in p.iterdir()):
         return p
     raise CheckpointError(f"{p}: no checkpoint here (expected a ckpt-0/ folder or "
                           f"tensorNNNNN_000 files)")
@@ -103,7 +61,7 @@ def checkpoint_dir(path: str | os.PathLike) -> Path:
 def _scan_files(ckpt: Path) -> tuple[dict[int, Path], list[str]]:
     files, problems = {}, []
     for f in sorted(ckpt.iterdir()):
-        m = _TENSOR_RE.match(f.name)
+        m = TENSOR_FILE_RE.match(f.name)
         if not m:
             continue
         index, shard = int(m.group(1)), int(m.group(2))
@@ -160,7 +118,7 @@ def _detect_layout(cfg: GrokConfig, specs: dict, order) -> GrokConfig:
         changes = dict(quantized=True)
         for key, field in (("multi_head_attention/linear/w", "attn_out_scale_blocks"),
                            ("moe/linear_1/w", "moe_out_scale_blocks")):
-            s = by_name.get(_LAYER_PREFIX.format(0) + key)
+            s = by_name.get(layer_prefix(0) + key)
             if isinstance(s, QuantizedSpec) and len(s.scales.shape) >= 2:
                 changes[field] = int(s.scales.shape[-2])
         try:
@@ -190,14 +148,14 @@ def _check(name: str, spec, want, stacked: bool, problems: list[str]):
         if tuple(spec.scales.shape) != tuple(want.scales.shape):
             problems.append(f"{name}: scales shape {tuple(spec.scales.shape)}, expected "
                             f"{tuple(want.scales.shape)}")
-        if spec.scales.dtype not in _SCALE_DTYPES:
+        if spec.scales.dtype.name not in FLOAT_DTYPES:
             problems.append(f"{name}: scales dtype {spec.scales.dtype} is not a float type")
         return
     shape = tuple(want.shape)
     if isinstance(spec, QuantizedSpec):
         problems.append(f"{name}: expected a float array {shape}, found a QuantizedWeight8bit")
         return
-    if spec.dtype not in _FLOAT_FILE_DTYPES:
+    if spec.dtype.name not in FLOAT_DTYPES:
         problems.append(f"{name}: dtype {spec.dtype}, expected a float type "
                         f"(float32/bfloat16/float16)")
     if tuple(spec.shape) != shape:
@@ -234,14 +192,6 @@ def _plan(path, cfg: GrokConfig):
         raise CheckpointError(f"{ckpt}: {len(problems)} problem(s) with this checkpoint for "
                               f"the given config:\n  - " + "\n  - ".join(problems))
     return cfg, abstract, homes
-
-
-def get_path(tree, path):
-    """``tree[path[0]][path[1]]...``: a variable of an ``nnx.State`` by its module path."""
-    node = tree
-    for p in path:
-        node = node[p]
-    return node
 
 
 def _read_into(out: np.ndarray, spec: ArraySpec, index: tuple) -> None:
@@ -389,7 +339,7 @@ def load_checkpoint(path: str | os.PathLike, config: GrokConfig, mesh=None, *,
     int8 (as released) or float, and the scale-block counts G, are taken from the files; every
     other shape must match ``config`` or a ``CheckpointError`` lists all differences.
     """
-    from grok_flax.sharding import attach_mesh, make_mesh, state_shardings
+    from grok_flax.scale.sharding import attach_mesh, make_mesh, state_shardings
 
     cfg, abstract, homes = _plan(path, config)
     mesh = make_mesh(1, 1, jax.devices()[:1]) if mesh is None else mesh
@@ -477,34 +427,3 @@ def inspect_checkpoint(path: str | os.PathLike, num_layers: int | None = None) -
             rows.append(dict(file=f.name, name=name, shape=tuple(spec.shape),
                              dtype=str(spec.dtype), quantized=False, bytes=spec.nbytes))
     return rows
-
-
-def save_checkpoint(model: Grok, path: str | os.PathLike, *, quantize_floats: bool = True,
-                    progress: bool = False) -> Path:
-    """Write ``model`` in the official format to ``path/ckpt-0/``.
-
-    Quantized linears are written as they are; float linears are quantized first (the
-    release format stores linears as QuantizedWeight8bit) unless ``quantize_floats=False``.
-    Embedding, norms and router are written as float32, as released.
-    """
-    cfg = model.cfg
-    ckpt = Path(path) / "ckpt-0"
-    ckpt.mkdir(parents=True, exist_ok=True)
-    state = nnx.state(model, nnx.Param)
-    order = release_names(cfg.num_layers)
-    blocks = {("layers", "attn", "linear"): cfg.attn_out_scale_blocks,
-              ("layers", "moe", "linear_1"): cfg.moe_out_scale_blocks}
-    for i, (_, mpath, layer) in enumerate(order):
-        value = get_path(state, mpath).get_value()
-        if layer is not None:
-            value = jax.tree.map(lambda a, j=layer: a[j], value)
-        f = ckpt / tensor_file_name(i)
-        is_linear = mpath[0] == "layers" and mpath[1] in ("attn", "moe")
-        if isinstance(value, QArray):
-            write_quantized_file(f, np.asarray(value.weight), np.asarray(value.scales))
-        elif is_linear and quantize_floats:
-            q = quantize(value, blocks.get(mpath, 1))
-            write_quantized_file(f, np.asarray(q.weight), np.asarray(q.scales))
-        else:
-            write_array_file(f, np.asarray(value, dtype=np.float32))
-    return ckpt

@@ -204,7 +204,7 @@ def _mesh(data: int, model: int, backend: str):
     import jax
     from jax.sharding import AbstractMesh
 
-    from grok_flax.sharding import AXES, make_mesh
+    from grok_flax.scale.sharding import AXES, make_mesh
 
     try:
         devices = jax.devices("cpu" if backend == "cpu" else None)
@@ -320,7 +320,7 @@ def plan(config: GrokConfig | str, mesh_shape: dict[str, int] | tuple[int, int] 
     import jax.numpy as jnp
     from jax.sharding import AbstractMesh, Mesh
 
-    from grok_flax.sharding import (
+    from grok_flax.scale.sharding import (
         abstract_state,
         batch_sharding,
         bytes_per_device,
@@ -365,7 +365,7 @@ def plan(config: GrokConfig | str, mesh_shape: dict[str, int] | tuple[int, int] 
         backend=backend if compile else "none", device=device, device_memory=capacity)
 
     if compile:
-        from grok_flax.generate import decode_step, prefill_step
+        from grok_flax.running.generate import decode_step, prefill_step
 
         chunk = min(prefill_chunk or context, context)
 
@@ -524,7 +524,7 @@ def _ensure_devices(n: int, backend: str) -> None:
 
 
 def run_plan(args: argparse.Namespace) -> int:
-    from grok_flax.sharding import parse_mesh_spec
+    from grok_flax.scale.sharding import parse_mesh_spec
 
     cfg = GrokConfig.load(args.config)
     if args.layers is not None:
@@ -542,7 +542,7 @@ def run_plan(args: argparse.Namespace) -> int:
 
 
 def plan_main(argv: list[str] | None = None) -> int:
-    """``python -m grok_flax.plan ...`` (and ``python -m grok_flax plan ...``)."""
+    """``python -m grok_flax.scale.plan ...`` (and ``python -m grok_flax plan ...``)."""
     parser = add_plan_arguments(argparse.ArgumentParser(
         prog="python -m grok_flax plan", description="Per-device memory plan for a mesh."))
     args = parser.parse_args(argv)

@@ -128,7 +128,7 @@ def train_tokenizer(docs: Sequence[Document], model_prefix: str | os.PathLike,
 def encode_documents(tokenizer, docs: Sequence[Document]) -> np.ndarray:
     """One int32 stream: ``[BOS] doc [EOS]`` for every document, in order. ``tokenizer``:
     anything whose ``encode(str)`` gives ids without BOS (a ``SentencePieceProcessor`` or a
-    ``grok_flax.tokenizer.Tokenizer``)."""
+    ``grok_flax.running.tokenizer.Tokenizer``)."""
     parts = [np.asarray([BOS_ID, *tokenizer.encode(d.text), EOS_ID], np.int32) for d in docs]
     return np.concatenate(parts) if parts else np.zeros((0,), np.int32)
 

@@ -1,9 +1,9 @@
 """Train the bundled demo model: a small Grok-1-architecture model on the Python stdlib.
 
-One command rebuilds ``grok_flax/data/demo/`` from scratch (corpus, tokenizer, training, int8
+One command rebuilds ``grok_flax/demo/bundled/`` from scratch (corpus, tokenizer, training, int8
 export), CPU only, with a fixed seed::
 
-    python -m grok_flax.train --out grok_flax/data/demo --steps 600 --seed 0 \\
+    python -m grok_flax.demo.train --out grok_flax/demo/bundled --steps 600 --seed 0 \\
         --plot docs/demo_loss.png
 
 ``--smoke`` is the same pipeline on a tiny config for a couple of minutes' worth of CI.
@@ -38,8 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from grok_flax import corpus
 from grok_flax.config import GrokConfig
+from grok_flax.demo import corpus
 from grok_flax.model import Grok, param_count
 
 
@@ -333,7 +333,7 @@ def train(out: str | os.PathLike, settings: TrainSettings = TrainSettings(), *,
     q_model = load_checkpoint(out, release.replace(compute_dtype="float32"), progress=False)
     int8_loss = evaluate_loss(q_model, final_w)
     summary = dict(
-        command=" ".join(["python -m grok_flax.train", *sys.argv[1:]]) if not smoke else None,
+        command=" ".join(["python -m grok_flax.demo.train", *sys.argv[1:]]) if not smoke else None,
         settings=dataclasses.asdict(s), smoke=smoke, python=sys.version.split()[0],
         train_docs=data.train_docs, heldout_docs=data.heldout_docs,
         train_tokens=int(len(data.train)), heldout_tokens=int(len(data.heldout)),
@@ -388,7 +388,7 @@ def plot_loss(summary: dict, path: str | os.PathLike) -> None:
 # --------------------------------------------------------------------------------------- cli
 def main(argv: list[str] | None = None) -> int:
     d = TrainSettings()
-    p = argparse.ArgumentParser(prog="python -m grok_flax.train", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m grok_flax.demo.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=None,
                    help="output folder (ckpt-0/, tokenizer.model, config.json, "
@@ -422,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="grok_smoke_"))
     else:
         if args.out is None:
-            p.error("--out is required (e.g. --out grok_flax/data/demo)")
+            p.error("--out is required (e.g. --out grok_flax/demo/bundled)")
         s = TrainSettings(steps=args.steps or d.steps, batch_size=args.batch_size,
                           seq_len=args.seq_len or d.seq_len, lr=args.lr,
                           aux_weight=args.aux_weight, seed=args.seed,

@@ -1,26 +1,4 @@
-"""Read and write the tensor files of an official Grok-1 checkpoint, without running pickles.
-
-The format
-==========
-A Grok-1 checkpoint folder (``ckpt-0/``) holds one file per parameter, named
-``tensor00000_000``, ``tensor00001_000``, ... (see :func:`tensor_file_name`).  Each file is
-a Python pickle (protocol 4, written by numpy 1.26) of exactly one of two things:
-
-1. a plain numpy array (float32 or bfloat16 in practice).  Its opcode stream spells out::
-
-       numpy.core.multiarray._reconstruct(numpy.ndarray, (0,), b'b')        # REDUCE
-       .__setstate__((1, shape, dtype, is_fortran, raw_bytes))                # BUILD
-
-   where ``dtype`` is itself ``numpy.dtype('f4', False, True)`` (or, for bfloat16,
-   ``numpy.dtype(ml_dtypes.bfloat16, False, True)``) followed by a BUILD with the dtype
-   state ``(3, '<', None, None, None, elsize, alignment, flags)``;
-
-2. a ``QuantizedWeight8bit`` (a small class from the original ``__main__``)::
-
-       __main__.QuantizedWeight8bit.__new__()                                 # NEWOBJ
-       .__dict__.update({'weight': <int8 array>, 'scales': <bfloat16 array>}) # BUILD
-
-   ``weight`` has shape ``[..., in, out]`` and ``scales`` ``[..., groups, out]``.
+"""Read the tensor files of a Grok-1 checkpoint without running a single pickle.
 
 Why not just unpickle?
 ======================
@@ -36,16 +14,12 @@ Large payloads are never read while parsing: the interpreter *seeks over* them a
 only where they are (:class:`ArraySpec`).  :func:`read_array` then memory-maps exactly those
 bytes, so a 2 GB expert weight costs no RAM until it is touched.
 
-Writing goes the other way: :func:`write_array_file` and :func:`write_quantized_file` emit,
-by hand, the very opcode stream CPython's pickler produces for numpy 1.26 arrays (same
-memoisation, same framing), streaming the array bytes straight to disk.  Files written here
-are byte-for-byte what the original Grok-1 code writes for the same arrays.
-
-Besides the protocol-4 form above, numpy 2.x pickles at protocols 2-5 are accepted too
-(``numpy._core`` module names; ``numpy._core.numeric._frombuffer(buf, dtype, shape, order)``
-at protocol 5; and at protocol 2 the bytes travel as latin-1 text through
-``_codecs.encode(text, 'latin1')`` -- or ``bytes()`` when empty -- which are recognised,
-never called, as well; such text is held in memory, so it is limited to 1 MiB).
+Besides the protocol-4 form of :mod:`grok_flax.checkpoint.release`, numpy 2.x pickles at
+protocols 2-5 are accepted too (``numpy._core`` module names;
+``numpy._core.numeric._frombuffer(buf, dtype, shape, order)`` at protocol 5; and at protocol 2
+the bytes travel as latin-1 text through ``_codecs.encode(text, 'latin1')`` -- or ``bytes()``
+when empty -- which are recognised, never called, as well; such text is held in memory, so it
+is limited to 1 MiB).
 """
 
 from __future__ import annotations
@@ -53,96 +27,23 @@ from __future__ import annotations
 import math
 import os
 import pickletools
-import secrets
-import struct
-import sys
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import BinaryIO
 
-import ml_dtypes
 import numpy as np
 
-__all__ = [
-    "ArraySpec",
-    "CheckpointError",
-    "QuantizedSpec",
-    "parse_tensor_file",
-    "read_array",
-    "read_payload_into",
-    "read_tensor_file",
-    "tensor_file_name",
-    "write_array_file",
-    "write_quantized_file",
-]
+from grok_flax.checkpoint.release import (
+    BFLOAT16,
+    CODE_TO_DTYPE,
+    FLOAT_DTYPES,
+    ArraySpec,
+    CheckpointError,
+    Op,
+    QuantizedSpec,
+    quantized_shape_problem,
+)
 
-
-# =============================================================================================
-# Public API
-# =============================================================================================
-
-
-class CheckpointError(ValueError):
-    """A tensor file is malformed, truncated, hostile, or uses an unsupported feature."""
-
-
-@dataclass(frozen=True)
-class ArraySpec:
-    """Where one array's raw bytes live inside a tensor file.
-
-    The array's elements are the ``nbytes`` bytes starting at ``offset`` in ``path``, laid
-    out in C order, or in Fortran order when ``fortran_order`` is true.
-
-    ``inline_data`` is only set for protocol-2 pickles, whose bytes are stored in the file
-    as UTF-8 *text* (one character per byte) and therefore cannot be memory-mapped; the
-    decoded bytes are then kept here and ``offset`` is -1.
-    """
-
-    path: str
-    offset: int
-    shape: tuple[int, ...]
-    dtype: np.dtype
-    fortran_order: bool = False
-    inline_data: bytes | None = field(default=None, repr=False)
-
-    @property
-    def size(self) -> int:
-        """Number of elements."""
-        return math.prod(self.shape)
-
-    @property
-    def nbytes(self) -> int:
-        """Number of payload bytes (``size * dtype.itemsize``)."""
-        return self.size * self.dtype.itemsize
-
-
-@dataclass(frozen=True)
-class QuantizedSpec:
-    """A ``QuantizedWeight8bit``: int8 ``weight`` [..., in, out] and ``scales`` [..., G, out].
-
-    The dequantized weight is ``weight * scales`` with each scale row repeated over
-    ``in // G`` consecutive input rows.
-    """
-
-    weight: ArraySpec
-    scales: ArraySpec
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """Shape of the (dequantized) weight."""
-        return self.weight.shape
-
-    @property
-    def dtype(self) -> np.dtype:
-        """Storage dtype of the weight (int8)."""
-        return self.weight.dtype
-
-
-def tensor_file_name(index: int, shard: int = 0) -> str:
-    """File name of parameter ``index`` (shard ``shard``), e.g. ``'tensor00003_000'``."""
-    if index < 0 or shard < 0:
-        raise ValueError(f"index and shard must be non-negative, got {index}, {shard}")
-    return f"tensor{index:05d}_{shard:03d}"
+__all__ = ["parse_tensor_file", "read_array", "read_payload_into", "read_tensor_file"]
 
 
 def parse_tensor_file(path: str | os.PathLike) -> ArraySpec | QuantizedSpec:
@@ -204,93 +105,6 @@ def read_tensor_file(path: str | os.PathLike) -> np.ndarray | tuple[np.ndarray, 
     return read_array(spec)
 
 
-def write_array_file(path: str | os.PathLike, array: np.ndarray) -> None:
-    """Write ``array`` as a tensor file exactly like the original Grok-1 code would.
-
-    Supported dtypes: float32, float16, bfloat16, int8, int32, float64 (else ValueError).
-    The file appears atomically (temp file + ``os.replace``).
-    """
-    array = np.asarray(array)
-    _dtype_pickle_form(array.dtype)  # validate before touching the disk
-    _write_atomically(path, lambda w: w.save_array(array))
-
-
-def write_quantized_file(
-    path: str | os.PathLike, weight: np.ndarray, scales: np.ndarray
-) -> None:
-    """Write a ``__main__.QuantizedWeight8bit(weight=int8, scales=float)`` tensor file."""
-    weight, scales = np.asarray(weight), np.asarray(scales)
-    _dtype_pickle_form(scales.dtype)  # little-endian and supported, before touching the disk
-    if weight.dtype != np.int8:
-        raise ValueError(f"quantized weight must be int8, got {weight.dtype}")
-    if scales.dtype.name not in _SCALE_DTYPES:
-        raise ValueError(f"quantized scales must be one of {_SCALE_DTYPES}, got {scales.dtype}")
-    problem = _quantized_shape_problem(weight.shape, scales.shape)
-    if problem:
-        raise ValueError(problem)
-
-    _write_atomically(path, lambda w: w.save_quantized(weight, scales))
-
-
-# =============================================================================================
-# Dtypes
-# =============================================================================================
-
-# How numpy pickles each supported dtype: ``numpy.dtype(<name>, False, True)``.  bfloat16 is
-# not a builtin numpy type, so its "name" is the global ``ml_dtypes.bfloat16``.
-_DTYPE_CODES = {"float32": "f4", "float16": "f2", "int8": "i1", "int32": "i4", "float64": "f8"}
-_BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
-_CODE_TO_DTYPE = {code: np.dtype(code).newbyteorder("<") for code in _DTYPE_CODES.values()}
-_SCALE_DTYPES = ("bfloat16", "float16", "float32")
-
-# The ``flags`` field of the dtype state as written by numpy 1.26 (the original checkpoint
-# code).  numpy ignores it when loading; we only reproduce it to write identical files.
-_BFLOAT16_STATE_FLAGS = 80
-
-
-def _dtype_pickle_form(dtype: np.dtype) -> str | None:
-    """``'f4'``-style code for a builtin dtype, ``None`` for bfloat16; ValueError otherwise."""
-    little = dtype.byteorder in "<|" or (dtype.byteorder == "=" and sys.byteorder == "little")
-    if dtype == _BFLOAT16 and little:
-        return None
-    if dtype.name in _DTYPE_CODES and little:
-        return _DTYPE_CODES[dtype.name]
-    raise ValueError(
-        f"unsupported dtype {dtype!r}: tensor files hold little-endian "
-        f"{', '.join([*_DTYPE_CODES, 'bfloat16'])}"
-    )
-
-
-def _quantized_shape_problem(weight: tuple[int, ...], scales: tuple[int, ...]) -> str | None:
-    """Why ``scales`` cannot scale ``weight`` ([..., in, out] vs [..., G, out]), or None."""
-    if len(weight) < 2 or len(weight) != len(scales):
-        return f"weight {weight} and scales {scales} must have the same rank >= 2"
-    if weight[:-2] != scales[:-2] or weight[-1] != scales[-1]:
-        return f"weight {weight} and scales {scales} differ outside the group axis (-2)"
-    if scales[-2] == 0 or weight[-2] % scales[-2]:
-        return f"weight rows {weight[-2]} are not divisible into {scales[-2]} scale groups"
-    return None
-
-
-# =============================================================================================
-# Pickle opcodes
-# =============================================================================================
-#
-# Every opcode this module reads or writes: one byte each, named as in ``pickletools`` (whose
-# documentation describes their arguments).  Any other opcode in a file is an error; the
-# last two (protocol 5's out-of-band buffers) are listed only to refuse them by name.
-
-_PROTO, _FRAME, _STOP = b"\x80", b"\x95", b"."
-_MEMOIZE, _BINPUT, _LONG_BINPUT, _BINGET, _LONG_BINGET = b"\x94", b"q", b"r", b"h", b"j"
-_NONE, _NEWTRUE, _NEWFALSE = b"N", b"\x88", b"\x89"
-_BININT, _BININT1, _BININT2, _LONG1 = b"J", b"K", b"M", b"\x8a"
-_SHORT_BINUNICODE, _BINUNICODE, _BINUNICODE8 = b"\x8c", b"X", b"\x8d"
-_SHORT_BINBYTES, _BINBYTES, _BINBYTES8, _BYTEARRAY8 = b"C", b"B", b"\x8e", b"\x96"
-_MARK, _EMPTY_TUPLE, _TUPLE, _TUPLE1, _TUPLE2, _TUPLE3 = b"(", b")", b"t", b"\x85", b"\x86", b"\x87"
-_EMPTY_DICT, _SETITEM, _SETITEMS = b"}", b"s", b"u"
-_GLOBAL, _STACK_GLOBAL, _REDUCE, _NEWOBJ, _BUILD = b"c", b"\x93", b"R", b"\x81", b"b"
-_NEXT_BUFFER, _READONLY_BUFFER = b"\x97", b"\x98"
-
 
 # =============================================================================================
 # Reading: a symbolic pickle interpreter
@@ -333,7 +147,6 @@ _ALLOWED_GLOBALS = {
     ("__main__", "QuantizedWeight8bit"): "QuantizedWeight8bit",
     ("model", "QuantizedWeight8bit"): "QuantizedWeight8bit",
 }
-_QUANTIZED_CLASS = ("__main__", "QuantizedWeight8bit")
 
 _OPCODE_NAMES = {op.code.encode("latin-1"): op.name for op in pickletools.opcodes}
 
@@ -394,17 +207,17 @@ class _Interpreter:
         """Execute the stream up to STOP and return what it describes."""
         if self.file_size == 0:
             raise self.error("file is empty")
-        if self.read(1) != _PROTO or not 2 <= self.read(1)[0] <= 5:
+        if self.read(1) != Op.PROTO or not 2 <= self.read(1)[0] <= 5:
             raise self.error("not a pickle of protocol 2-5 (no PROTO opcode at the start)")
         for _ in range(_MAX_OPCODES):
             self.op_pos = self.pos
             code = self.read(1)
-            if code == _STOP:
+            if code == Op.STOP:
                 return self.finish()
             handler = self.dispatch.get(code)
             if handler is None:
                 name = _OPCODE_NAMES.get(code, "not a pickle opcode")
-                if code in (_NEXT_BUFFER, _READONLY_BUFFER):
+                if code in (Op.NEXT_BUFFER, Op.READONLY_BUFFER):
                     name += "; out-of-band buffers are not supported"
                 raise self.error(f"unsupported opcode {code!r} ({name})")
             handler()
@@ -484,44 +297,44 @@ class _Interpreter:
     def _dispatch_table(self) -> dict:
         op = self
         return {
-            _FRAME: op.frame,
+            Op.FRAME: op.frame,
             # memo
-            _MEMOIZE: lambda: op.put(len(op.memo)),
-            _BINPUT: lambda: op.put(op.read_uint(1)),
-            _LONG_BINPUT: lambda: op.put(op.read_uint(4)),
-            _BINGET: lambda: op.get(op.read_uint(1)),
-            _LONG_BINGET: lambda: op.get(op.read_uint(4)),
+            Op.MEMOIZE: lambda: op.put(len(op.memo)),
+            Op.BINPUT: lambda: op.put(op.read_uint(1)),
+            Op.LONG_BINPUT: lambda: op.put(op.read_uint(4)),
+            Op.BINGET: lambda: op.get(op.read_uint(1)),
+            Op.LONG_BINGET: lambda: op.get(op.read_uint(4)),
             # constants
-            _NONE: lambda: op.push(None),
-            _NEWTRUE: lambda: op.push(True),
-            _NEWFALSE: lambda: op.push(False),
-            _BININT: lambda: op.push(int.from_bytes(op.read(4), "little", signed=True)),
-            _BININT1: lambda: op.push(op.read_uint(1)),
-            _BININT2: lambda: op.push(op.read_uint(2)),
-            _LONG1: op.long1,
-            _SHORT_BINUNICODE: lambda: op.unicode(op.read_uint(1)),
-            _BINUNICODE: lambda: op.unicode(op.read_uint(4)),
-            _BINUNICODE8: lambda: op.unicode(op.read_uint(8)),
-            _SHORT_BINBYTES: lambda: op.bytes_(op.read_uint(1)),
-            _BINBYTES: lambda: op.bytes_(op.read_uint(4)),
-            _BINBYTES8: lambda: op.bytes_(op.read_uint(8)),
-            _BYTEARRAY8: lambda: op.bytes_(op.read_uint(8)),
+            Op.NONE: lambda: op.push(None),
+            Op.NEWTRUE: lambda: op.push(True),
+            Op.NEWFALSE: lambda: op.push(False),
+            Op.BININT: lambda: op.push(int.from_bytes(op.read(4), "little", signed=True)),
+            Op.BININT1: lambda: op.push(op.read_uint(1)),
+            Op.BININT2: lambda: op.push(op.read_uint(2)),
+            Op.LONG1: op.long1,
+            Op.SHORT_BINUNICODE: lambda: op.unicode(op.read_uint(1)),
+            Op.BINUNICODE: lambda: op.unicode(op.read_uint(4)),
+            Op.BINUNICODE8: lambda: op.unicode(op.read_uint(8)),
+            Op.SHORT_BINBYTES: lambda: op.bytes_(op.read_uint(1)),
+            Op.BINBYTES: lambda: op.bytes_(op.read_uint(4)),
+            Op.BINBYTES8: lambda: op.bytes_(op.read_uint(8)),
+            Op.BYTEARRAY8: lambda: op.bytes_(op.read_uint(8)),
             # containers
-            _MARK: lambda: op.push(_MARK_OBJ),
-            _EMPTY_TUPLE: lambda: op.push(()),
-            _TUPLE1: lambda: op.push(tuple(op.pop_n(1))),
-            _TUPLE2: lambda: op.push(tuple(op.pop_n(2))),
-            _TUPLE3: lambda: op.push(tuple(op.pop_n(3))),
-            _TUPLE: lambda: op.push(tuple(op.pop_to_mark())),
-            _EMPTY_DICT: lambda: op.push({}),
-            _SETITEM: lambda: op.setitems(op.pop_n(2)),
-            _SETITEMS: lambda: op.setitems(op.pop_to_mark()),
+            Op.MARK: lambda: op.push(_MARK_OBJ),
+            Op.EMPTY_TUPLE: lambda: op.push(()),
+            Op.TUPLE1: lambda: op.push(tuple(op.pop_n(1))),
+            Op.TUPLE2: lambda: op.push(tuple(op.pop_n(2))),
+            Op.TUPLE3: lambda: op.push(tuple(op.pop_n(3))),
+            Op.TUPLE: lambda: op.push(tuple(op.pop_to_mark())),
+            Op.EMPTY_DICT: lambda: op.push({}),
+            Op.SETITEM: lambda: op.setitems(op.pop_n(2)),
+            Op.SETITEMS: lambda: op.setitems(op.pop_to_mark()),
             # globals and object construction
-            _GLOBAL: lambda: op.global_(op.read_line(), op.read_line()),
-            _STACK_GLOBAL: op.stack_global,
-            _REDUCE: op.reduce,
-            _NEWOBJ: op.newobj,
-            _BUILD: op.build,
+            Op.GLOBAL: lambda: op.global_(op.read_line(), op.read_line()),
+            Op.STACK_GLOBAL: op.stack_global,
+            Op.REDUCE: op.reduce,
+            Op.NEWOBJ: op.newobj,
+            Op.BUILD: op.build,
         }
 
     def frame(self) -> None:
@@ -626,9 +439,9 @@ class _Interpreter:
             return None
         code = args[0]
         if _is_global(code, "bfloat16"):
-            return _Dtype(_BFLOAT16)
-        if isinstance(code, str) and code in _CODE_TO_DTYPE:
-            return _Dtype(_CODE_TO_DTYPE[code])
+            return _Dtype(BFLOAT16)
+        if isinstance(code, str) and code in CODE_TO_DTYPE:
+            return _Dtype(CODE_TO_DTYPE[code])
         if isinstance(code, str):
             raise self.error(f"unsupported dtype {code[:40]!r}")
         return None
@@ -730,12 +543,12 @@ class _Interpreter:
             if not isinstance(value, _Array) or value.layout is None:
                 raise self.error(f"QuantizedWeight8bit.{key} is {_describe(value)}")
         spec = QuantizedSpec(self.array_spec(state["weight"]), self.array_spec(state["scales"]))
-        if spec.weight.dtype != np.int8 or spec.scales.dtype.name not in _SCALE_DTYPES:
+        if spec.weight.dtype != np.int8 or spec.scales.dtype.name not in FLOAT_DTYPES:
             raise self.error(
                 f"QuantizedWeight8bit with weight {spec.weight.dtype} / scales "
-                f"{spec.scales.dtype} (expected int8 / one of {_SCALE_DTYPES})"
+                f"{spec.scales.dtype} (expected int8 / one of {FLOAT_DTYPES})"
             )
-        problem = _quantized_shape_problem(spec.weight.shape, spec.scales.shape)
+        problem = quantized_shape_problem(spec.weight.shape, spec.scales.shape)
         if problem:
             raise self.error(f"QuantizedWeight8bit: {problem}")
         return spec
@@ -776,268 +589,3 @@ def _describe(value: object) -> str:
         type(value), type(value).__name__
     )
 
-
-# =============================================================================================
-# Writing: the opcode stream CPython's pickler emits for numpy 1.26 objects
-# =============================================================================================
-#
-# Protocol 4 details that matter for byte-identical output:
-# * after PROTO, opcodes are grouped into *frames*: ``FRAME <u64 length>`` + that many bytes;
-#   a frame shorter than 4 bytes is written without the FRAME header;
-# * a bytes payload of 64 KiB or more bypasses framing: the current frame is closed, and the
-#   payload's opcode and bytes are written directly (a new frame starts afterwards);
-# * every saved string, bytes, tuple, global and object is *memoized* (MEMOIZE assigns the
-#   next memo index); saving the same object again emits BINGET instead.  Empty tuples, ints
-#   and bools are not memoized.
-
-_FRAME_SIZE_TARGET = 64 * 1024
-_FRAME_SIZE_MIN = 4
-_WRITE_CHUNK = 16 << 20
-
-
-class _PickleWriter:
-    """Emits protocol-4 opcodes to a binary file, framed and memoized like CPython does.
-
-    Each ``save_*`` method mirrors one call of the pickler's internal ``save(obj)``.  The
-    pickler closes a frame that has reached 64 KiB at the *start* of every such call, so
-    every ``save_*`` begins with :meth:`begin_save`.
-
-    ``numpy_core`` and ``bfloat16_flags`` are what numpy 1.26 writes; numpy 2.x writes
-    ``"numpy._core"`` and 64 instead (the tests use that to compare against the live
-    pickler).
-    """
-
-    def __init__(
-        self, f: BinaryIO, numpy_core: str = "numpy.core",
-        bfloat16_flags: int = _BFLOAT16_STATE_FLAGS,
-    ):
-        self.f = f
-        self.numpy_core = numpy_core
-        self.bfloat16_flags = bfloat16_flags
-        self.frame = bytearray()
-        self.memo: dict[object, int] = {}
-        self.memo_size = 0
-
-    # ---- low level ---------------------------------------------------------------------------
-
-    def op(self, data: bytes | memoryview) -> None:
-        self.frame += data
-
-    def begin_save(self) -> None:
-        if len(self.frame) >= _FRAME_SIZE_TARGET:
-            self.commit_frame()
-
-    def commit_frame(self) -> None:
-        if len(self.frame) >= _FRAME_SIZE_MIN:
-            self.f.write(_FRAME + struct.pack("<Q", len(self.frame)))
-        self.f.write(self.frame)
-        self.frame = bytearray()
-
-    def memoize(self, key: object = None) -> None:
-        """Record the value just written in the next memo slot (``key=None``: never reused)."""
-        if key is not None:
-            self.memo[key] = self.memo_size
-        self.memo_size += 1
-        self.op(_MEMOIZE)
-
-    def get(self, key: object) -> bool:
-        """Emit BINGET for an already-saved value; return whether it was memoized."""
-        index = self.memo.get(key)
-        if index is None:
-            return False
-        self.op(_BINGET + bytes([index]) if index < 256 else _LONG_BINGET + _u32(index))
-        return True
-
-    # ---- plain values ----------------------------------------------------------------------------
-
-    def save_const(self, opcode: bytes) -> None:
-        """None, True or False (NONE / NEWTRUE / NEWFALSE); never memoized."""
-        self.begin_save()
-        self.op(opcode)
-
-    def save_int(self, value: int) -> None:
-        self.begin_save()
-        if 0 <= value < 1 << 8:
-            self.op(_BININT1 + bytes([value]))
-        elif 0 <= value < 1 << 16:
-            self.op(_BININT2 + struct.pack("<H", value))
-        elif -(1 << 31) <= value < 1 << 31:
-            self.op(_BININT + struct.pack("<i", value))
-        else:
-            encoded = value.to_bytes((value.bit_length() + 8) // 8, "little", signed=True)
-            self.op(_LONG1 + bytes([len(encoded)]) + encoded)
-
-    def save_str(self, text: str) -> None:
-        self.begin_save()
-        if self.get(("str", text)):
-            return
-        data = text.encode("utf-8")
-        if len(data) < 256:
-            self.op(_SHORT_BINUNICODE + bytes([len(data)]) + data)
-        else:
-            self.op(_BINUNICODE + _u32(len(data)) + data)
-        self.memoize(("str", text))
-
-    def save_tuple(self, save_items: list) -> None:
-        """A fresh tuple whose items are saved by the given zero-argument callables."""
-        self.begin_save()
-        if not save_items:
-            self.op(_EMPTY_TUPLE)
-            return
-        if len(save_items) > 3:
-            self.op(_MARK)
-        for save_item in save_items:
-            save_item()
-        self.op((_TUPLE1, _TUPLE2, _TUPLE3)[len(save_items) - 1]
-                if len(save_items) <= 3 else _TUPLE)
-        self.memoize()
-
-    def save_ints(self, values: tuple[int, ...]) -> None:
-        """A tuple of ints, e.g. a shape."""
-        self.save_tuple([lambda v=v: self.save_int(v) for v in values])
-
-    def save_global(self, module: str, name: str) -> None:
-        self.begin_save()
-        if self.get(("global", module, name)):
-            return
-        self.save_str(module)
-        self.save_str(name)
-        self.op(_STACK_GLOBAL)
-        self.memoize(("global", module, name))
-
-    def save_payload(self, chunks: Iterator[np.ndarray], nbytes: int) -> None:
-        """A bytes object, streamed from ``chunks``; large ones bypass the frame."""
-        self.begin_save()
-        if nbytes < 256:
-            header = _SHORT_BINBYTES + bytes([nbytes])
-        elif nbytes <= 0xFFFFFFFF:
-            header = _BINBYTES + _u32(nbytes)
-        else:
-            header = _BINBYTES8 + struct.pack("<Q", nbytes)
-        if nbytes >= _FRAME_SIZE_TARGET:
-            self.commit_frame()
-            self.f.write(header)
-            for chunk in chunks:
-                self.f.write(chunk)
-        else:
-            self.op(header)
-            for chunk in chunks:
-                self.op(memoryview(chunk))
-        self.memoize()
-
-    # ---- numpy objects -------------------------------------------------------------------------
-
-    def save_dtype(self, dtype: np.dtype) -> None:
-        """``numpy.dtype(code, False, True)`` + BUILD with its version-3 state."""
-        code = _dtype_pickle_form(dtype)
-        self.begin_save()
-        if self.get(("dtype", dtype.name)):
-            return
-        self.save_global("numpy", "dtype")
-        self.save_tuple([
-            (lambda: self.save_global("ml_dtypes", "bfloat16")) if code is None
-            else (lambda: self.save_str(code)),
-            lambda: self.save_const(_NEWFALSE),
-            lambda: self.save_const(_NEWTRUE),
-        ])
-        self.op(_REDUCE)
-        self.memoize(("dtype", dtype.name))
-        # (3, byteorder, subarray, names, fields, elsize, alignment, flags); builtin dtypes
-        # use -1 for "the usual size and alignment"; bfloat16 is user-defined and explicit.
-        sizes = (-1, -1, 0) if code else (dtype.itemsize, dtype.alignment, self.bfloat16_flags)
-        self.save_tuple([
-            lambda: self.save_int(3),
-            lambda: self.save_str("|" if dtype.itemsize == 1 else "<"),
-            *[lambda: self.save_const(_NONE)] * 3,
-            *[lambda v=v: self.save_int(v) for v in sizes],
-        ])
-        self.op(_BUILD)
-
-    def save_array(self, array: np.ndarray) -> None:
-        """``_reconstruct(ndarray, (0,), b'b')`` + BUILD ``(1, shape, dtype, fortran, bytes)``."""
-        # Like numpy: an array that is Fortran- but not C-contiguous is stored in Fortran
-        # order, and its bytes are then the C-order bytes of its transpose.
-        fortran = bool(array.flags.f_contiguous and not array.flags.c_contiguous)
-        self.begin_save()
-        self.save_global(f"{self.numpy_core}.multiarray", "_reconstruct")
-        self.save_tuple([
-            lambda: self.save_global("numpy", "ndarray"),
-            lambda: self.save_ints((0,)),
-            self.save_b,
-        ])
-        self.op(_REDUCE)
-        self.memoize()
-        self.save_tuple([
-            lambda: self.save_int(1),
-            lambda: self.save_ints(array.shape),
-            lambda: self.save_dtype(array.dtype),
-            lambda: self.save_const(_NEWTRUE if fortran else _NEWFALSE),
-            lambda: self.save_payload(
-                _c_order_chunks(array.T if fortran else array), array.nbytes),
-        ])
-        self.op(_BUILD)
-
-    def save_b(self) -> None:
-        """The constant ``b'b'`` that ``_reconstruct`` receives."""
-        self.begin_save()
-        if not self.get(("bytes", b"b")):
-            self.op(_SHORT_BINBYTES + b"\x01b")
-            self.memoize(("bytes", b"b"))
-
-    def save_quantized(self, weight: np.ndarray, scales: np.ndarray) -> None:
-        """``QuantizedWeight8bit.__new__()`` + BUILD ``{'weight': ..., 'scales': ...}``."""
-        self.begin_save()
-        self.save_global(*_QUANTIZED_CLASS)
-        self.save_tuple([])
-        self.op(_NEWOBJ)
-        self.memoize()
-        self.begin_save()  # the state dict
-        self.op(_EMPTY_DICT)
-        self.memoize()
-        self.op(_MARK)
-        self.save_str("weight")
-        self.save_array(weight)
-        self.save_str("scales")
-        self.save_array(scales)
-        self.op(_SETITEMS + _BUILD)
-
-
-def _u32(value: int) -> bytes:
-    return struct.pack("<I", value)
-
-
-def _c_order_chunks(array: np.ndarray) -> Iterator[np.ndarray]:
-    """The array's bytes in C order as uint8 arrays of about 16 MiB, copying only if needed."""
-    if array.ndim == 0 or array.flags.c_contiguous:
-        flat = array.reshape(-1).view(np.uint8)
-        for start in range(0, flat.size, _WRITE_CHUNK):
-            yield flat[start:start + _WRITE_CHUNK]
-        return
-    rows = max(1, _WRITE_CHUNK // max(1, array[0].nbytes))
-    for start in range(0, array.shape[0], rows):
-        yield np.ascontiguousarray(array[start:start + rows]).reshape(-1).view(np.uint8)
-
-
-def _write_atomically(path: str | os.PathLike, save: Callable[[_PickleWriter], None]) -> None:
-    """Write a pickle to a temp file beside ``path``, then rename it into place."""
-    path = os.fspath(path)
-    tmp_path = f"{path}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
-    try:
-        with open(tmp_path, "xb") as f:
-            _write_pickle(f, save)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.unlink(tmp_path)
-        raise
-
-
-def _write_pickle(f: BinaryIO, save: Callable[[_PickleWriter], None], **options) -> None:
-    """PROTO 4, the object that ``save`` writes, STOP.  ``options`` go to _PickleWriter."""
-    f.write(_PROTO + b"\x04")  # written before framing starts
-    writer = _PickleWriter(f, **options)
-    save(writer)
-    writer.op(_STOP)
-    writer.commit_frame()

@@ -1,4 +1,5 @@
-"""Tests for grok_flax.ckpt_format: the pickle-free reader/writer of Grok-1 tensor files.
+"""Tests for grok_flax.checkpoint.reader / writer: the pickle-free reader and the writer of
+Grok-1 tensor files.
 
 Test code (never the module) uses ``pickle`` on files that the tests themselves wrote, or on
 the project's own reference checkpoint, to prove the format is standard.
@@ -20,18 +21,10 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from grok_flax import ckpt_format as cf
-from grok_flax.ckpt_format import (
-    ArraySpec,
-    CheckpointError,
-    QuantizedSpec,
-    parse_tensor_file,
-    read_array,
-    read_tensor_file,
-    tensor_file_name,
-    write_array_file,
-    write_quantized_file,
-)
+from grok_flax.checkpoint import reader, writer
+from grok_flax.checkpoint.reader import parse_tensor_file, read_array, read_tensor_file
+from grok_flax.checkpoint.release import ArraySpec, CheckpointError, QuantizedSpec, tensor_file_name
+from grok_flax.checkpoint.writer import write_array_file, write_quantized_file
 
 REFERENCE = Path(__file__).resolve().parent / "data" / "grok1-tiny" / "checkpoints" / "ckpt-0"
 needs_reference = pytest.mark.skipif(
@@ -207,7 +200,7 @@ def test_round_trip_fortran_and_non_contiguous(tmp_path):
 
 
 def test_large_payload_is_streamed_in_chunks(tmp_path, monkeypatch):
-    monkeypatch.setattr(cf, "_WRITE_CHUNK", 1000)
+    monkeypatch.setattr(writer, "_WRITE_CHUNK", 1000)
     for a in (sample((300, 70), np.float32), sample((300, 140), np.float32)[:, ::2]):
         write_array_file(tmp_path / "big", a)  # > 64 KiB: bypasses pickle framing
         assert_same(read_tensor_file(tmp_path / "big"), np.ascontiguousarray(a))
@@ -244,7 +237,7 @@ def test_written_files_are_standard_pickles(tmp_path, standin_qw):
 
 def pickler_bytes(save, **options) -> bytes:
     buf = io.BytesIO()
-    cf._write_pickle(buf, save, **options)
+    writer._write_pickle(buf, save, **options)
     return buf.getvalue()
 
 
@@ -280,7 +273,7 @@ def test_quantized_writer_matches_the_live_pickler(standin_qw):
         scales = sample((*shape[:-2], groups, shape[-1]), BF16)
         obj = standin_qw()
         obj.weight, obj.scales = weight, scales
-        save = partial(cf._PickleWriter.save_quantized, weight=weight, scales=scales)
+        save = partial(writer._PickleWriter.save_quantized, weight=weight, scales=scales)
         assert pickler_bytes(save, **numpy2_options()) == pickle.dumps(obj, 4)
 
 
@@ -553,7 +546,7 @@ def test_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
         yield np.zeros(10, np.uint8)
         raise OSError("disk full")
 
-    monkeypatch.setattr(cf, "_c_order_chunks", exploding_chunks)
+    monkeypatch.setattr(writer, "_c_order_chunks", exploding_chunks)
     with pytest.raises(OSError, match="disk full"):
         write_array_file(path, np.zeros(100_000, np.float32))
     assert path.read_bytes() == before
@@ -571,7 +564,7 @@ def test_parsing_does_not_read_the_payload(tmp_path, monkeypatch):
             bytes_read.append(len(data))
             return data
 
-    monkeypatch.setattr(cf, "open", lambda path, mode: CountingFile(path, mode), raising=False)
+    monkeypatch.setattr(reader, "open", lambda path, mode: CountingFile(path, mode), raising=False)
     spec = parse_tensor_file(tmp_path / "big")
     monkeypatch.undo()
     assert sum(bytes_read) < 400 and spec.nbytes == a.nbytes
@@ -585,7 +578,11 @@ def test_tensor_file_name():
         tensor_file_name(-1)
 
 
-def test_module_never_unpickles():
-    source = Path(cf.__file__).read_text()
-    for forbidden in ("pickle.load", ".loads(", "Unpickler", "import pickle\n", "eval(", "exec("):
-        assert forbidden not in source, forbidden
+def test_checkpoint_package_never_unpickles():
+    files = sorted(Path(reader.__file__).parent.glob("*.py"))
+    assert {f.name for f in files} >= {"reader.py", "writer.py", "loader.py", "release.py"}
+    for f in files:
+        source = f.read_text()
+        for forbidden in ("pickle.load", ".loads(", "Unpickler", "import pickle\n", "eval(",
+                          "exec("):
+            assert forbidden not in source, (f.name, forbidden)

@@ -1,12 +1,12 @@
 """Measure the bundled demo model (the numbers of ``docs/demo_model.md``)::
 
-    python -m grok_flax.demo_eval [--dir grok_flax/data/demo] [--float-ckpt DIR] \\
-        [--json grok_flax/data/demo/eval.json] [--figure docs/demo_routing.png]
+    python -m grok_flax.demo.eval [--dir grok_flax/demo/bundled] [--float-ckpt DIR] \\
+        [--json grok_flax/demo/bundled/eval.json] [--figure docs/demo_routing.png]
 
 - held-out cross-entropy / perplexity of the int8 model on the held-out stdlib files, against
   a unigram model of the training stream (the baseline to beat);
 - the cost of int8: the same loss with the float weights (``--float-ckpt``: the folder written
-  by ``python -m grok_flax.train --float-out``);
+  by ``python -m grok_flax.demo.train --float-out``);
 - greedy continuations of a few code prompts;
 - routing vs token class: each held-out token gets a class from Python's ``tokenize`` module
   run over its source (identifier, keyword, whitespace, punctuation, number, string/prose),
@@ -32,7 +32,7 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
-from grok_flax import corpus
+from grok_flax.demo import corpus
 
 CLASSES = ("identifier", "keyword", "whitespace", "punctuation", "number", "string/prose")
 SPECIAL = -1  # BOS / EOS: no class, left out of the routing statistics
@@ -200,7 +200,7 @@ def plot_routing(counts: np.ndarray, path, title: str) -> None:
 # ------------------------------------------------------------------------------------ samples
 def greedy_continuations(model, tokenizer, prompts=PROMPTS, max_new_tokens: int = 48):
     """Greedy (temperature 0) continuations, each prompt after [BOS]."""
-    from grok_flax.generate import generate
+    from grok_flax.running.generate import generate
 
     ids = [tokenizer.encode(p, bos=True) for p in prompts]
     max_new_tokens = min(max_new_tokens, model.cfg.sequence_len // 2)
@@ -219,7 +219,7 @@ def evaluate(demo_dir=None, float_ckpt=None, eval_windows: int | None = None,
     from grok_flax.checkpoint import load_checkpoint
     from grok_flax.config import GrokConfig
     from grok_flax.demo import DEMO_DIR, load
-    from grok_flax.train import evaluate_loss, heldout_windows, init_model
+    from grok_flax.demo.train import evaluate_loss, heldout_windows, init_model
 
     t0 = time.perf_counter()
     model, tok, cfg = load(demo_dir)
@@ -289,11 +289,11 @@ def _bits_per_byte(ce: float, windows: np.ndarray, sp) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m grok_flax.demo_eval", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m grok_flax.demo.eval", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dir", default=None, help="the demo folder (default: the bundled one)")
     p.add_argument("--float-ckpt", default=None,
-                   help="float weights written by `python -m grok_flax.train --float-out`")
+                   help="float weights written by `python -m grok_flax.demo.train --float-out`")
     p.add_argument("--eval-windows", type=int, default=None,
                    help="held-out windows for the loss (default: all of them)")
     p.add_argument("--route-windows", type=int, default=64)

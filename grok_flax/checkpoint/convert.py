@@ -26,7 +26,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from grok_flax.checkpoint import get_path, release_names
+from grok_flax.checkpoint.release import CheckpointError, get_path, release_names
 from grok_flax.config import GrokConfig
 from grok_flax.model import Grok, abstract_model
 from grok_flax.quant import QArray
@@ -57,8 +57,7 @@ def save_safetensors(model: Grok, path: str | os.PathLike) -> Path:
 def _model_from_tensors(cfg: GrokConfig, fetch, mesh=None) -> Grok:
     """Build a model of ``cfg`` whose every released tensor comes from ``fetch(name)``;
     all missing or mis-shaped tensors are reported together."""
-    from grok_flax.checkpoint import CheckpointError
-    from grok_flax.sharding import attach_mesh, make_mesh, state_shardings
+    from grok_flax.scale.sharding import attach_mesh, make_mesh, state_shardings
 
     abstract = abstract_model(cfg)
     graphdef, state = nnx.split(abstract)
@@ -111,7 +110,6 @@ def load_safetensors(path: str | os.PathLike, config: GrokConfig | None = None,
                     for s in ("", ".weight", ".scales")}
         extra = sorted(keys - expected)
     if extra:
-        from grok_flax.checkpoint import CheckpointError
 
         raise CheckpointError(f"{path}: tensors the config has no place for: {extra[:10]}")
     return model
@@ -132,7 +130,7 @@ def save_orbax(model: Grok, path: str | os.PathLike) -> Path:
 def load_orbax(path: str | os.PathLike, config: GrokConfig | None = None, mesh=None) -> Grok:
     import orbax.checkpoint as ocp
 
-    from grok_flax.sharding import make_mesh, state_shardings
+    from grok_flax.scale.sharding import make_mesh, state_shardings
 
     path = Path(path).resolve()
     if config is None:

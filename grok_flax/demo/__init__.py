@@ -1,4 +1,12 @@
-"""The demo behind ``make demo``: Grok-1 at full size (abstractly) and a small one running."""
+"""The demo model: a small Grok trained on the Python standard library, shipped with the package.
+
+- ``bundled/``: its checkpoint (release format), tokenizer and config — :func:`load` reads it;
+- :mod:`~grok_flax.demo.corpus`: the training text and the tokenizer trained on it;
+- :mod:`~grok_flax.demo.train`: ``python -m grok_flax.demo.train`` rebuilds ``bundled/``;
+- :mod:`~grok_flax.demo.eval`: held-out loss, routing statistics, sample continuations;
+- :func:`run_demo`: what ``make demo`` shows (Grok-1 at full size, abstractly, and this small
+  one running).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +22,7 @@ def run_demo(out_dir: str | Path = "runs/demo", walkthrough: bool = True) -> Non
     """``make demo``: the bundled model generates Python, its routing is drawn, the full-size
     Grok-1 is built abstractly, and (from a source checkout) the walkthrough notebooks run."""
     from grok_flax import GrokConfig, abstract_model, param_count, viz
-    from grok_flax.generate import Generator, stream_text
+    from grok_flax.running.generate import Generator, stream_text
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -44,7 +52,7 @@ def run_demo(out_dir: str | Path = "runs/demo", walkthrough: bool = True) -> Non
     fig.savefig(out / "routing.png", dpi=110, bbox_inches="tight")
     print(f"routing figure: {out / 'routing.png'}")
 
-    notebooks = Path(__file__).resolve().parents[1] / "notebooks" / "run_all.py"
+    notebooks = Path(__file__).resolve().parents[2] / "notebooks" / "run_all.py"
     if walkthrough and notebooks.is_file():
         import subprocess
 
@@ -53,13 +61,13 @@ def run_demo(out_dir: str | Path = "runs/demo", walkthrough: bool = True) -> Non
                        check=True)
 
 
-# --- the bundled demo model (grok_flax/data/demo/, built by `python -m grok_flax.train`) ---
-DEMO_DIR = Path(__file__).resolve().parent / "data" / "demo"
+# --- the bundled demo model (built by `python -m grok_flax.demo.train`) ----------------------
+DEMO_DIR = Path(__file__).resolve().parent / "bundled"
 DEMO_FILES = ("config.json", "tokenizer.model", "ckpt-0")
 
 
 def demo_dir() -> Path:
-    """The bundled demo folder (``grok_flax/data/demo`` of the installed package)."""
+    """The bundled demo folder (``grok_flax/demo/bundled`` of the installed package)."""
     return DEMO_DIR
 
 
@@ -74,8 +82,8 @@ def load(path=None, *, mesh=None):
     """The bundled small Grok (trained on the Python stdlib) -> (model, tokenizer, config).
 
     ``path``: another folder of the same layout (``config.json``, ``tokenizer.model``,
-    ``ckpt-0/``), e.g. one written by ``python -m grok_flax.train --out DIR``. The tokenizer is
-    a ``grok_flax.tokenizer.Tokenizer`` (a ``sentencepiece.SentencePieceProcessor`` if that
+    ``ckpt-0/``), e.g. one written by ``python -m grok_flax.demo.train --out DIR``. The tokenizer is
+    a ``grok_flax.running.tokenizer.Tokenizer`` (a ``sentencepiece.SentencePieceProcessor`` if that
     module is unavailable).
     """
     from grok_flax.checkpoint import load_checkpoint
@@ -85,10 +93,10 @@ def load(path=None, *, mesh=None):
     if missing:
         raise FileNotFoundError(
             f"{d}: demo model file(s) missing: {', '.join(missing)}. Rebuild it with "
-            f"`python -m grok_flax.train --out {d}` (see docs/demo_model.md).")
+            f"`python -m grok_flax.demo.train --out {d}` (see docs/demo_model.md).")
     model = load_checkpoint(d, config(d), mesh=mesh, progress=False)
     try:
-        from grok_flax.tokenizer import Tokenizer
+        from grok_flax.running.tokenizer import Tokenizer
 
         tokenizer = Tokenizer(d / "tokenizer.model")
     except ImportError:

@@ -26,10 +26,10 @@ import numpy as np
 from flax import nnx
 from jax.sharding import PartitionSpec
 
-from grok_flax import sharding
-from grok_flax.distributed import gather
 from grok_flax.kv_memory import KVMemory
-from grok_flax.sampling import candidates_for, sample
+from grok_flax.running.sampling import candidates_for, sample
+from grok_flax.scale import sharding
+from grok_flax.scale.distributed import gather
 
 
 @dataclass
@@ -138,7 +138,7 @@ class Generator:
             return jnp.asarray(x)
         from jax.sharding import NamedSharding, PartitionSpec
 
-        from grok_flax.sharding import put_global
+        from grok_flax.scale.sharding import put_global
 
         return put_global(x, NamedSharding(self.mesh, PartitionSpec()))
 
@@ -224,7 +224,7 @@ class Generator:
         if self.mesh is None:
             memory = KVMemory(cfg, B, self.max_len)
         else:  # built sharded: never whole on one device; works across processes
-            from grok_flax.sharding import create_sharded
+            from grok_flax.scale.sharding import create_sharded
 
             memory = create_sharded(lambda: KVMemory(cfg, B, self.max_len), self.mesh)
         mem_graph, mem_state = nnx.split(memory)
