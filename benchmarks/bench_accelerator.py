@@ -2,15 +2,18 @@
 layers end to end. Too big for the 2-core CPU box; run it where a GPU is lent:
 
     python -m benchmarks.bench_accelerator [moe] [tiles] [attention] [chunks] [layers]
+    python -m benchmarks.bench_accelerator --dry-run     # every section at toy sizes (CPU)
 
 - MoE at Grok-1's expert shape (d 6144, ffn 32768, 8 experts, top-2, int8, bf16 activations):
-  the reference's all-experts algorithm vs tiled, ragged (``lax.ragged_dot``) and, for one
-  token, gather. Prints which grouped-matmul kernels the compiled program really calls.
+  the reference's all-experts algorithm vs tiled, ragged (``lax.ragged_dot``), tokamax
+  (``tokamax.ragged_dot`` reading int8, when installed) and, for one token, gather. Prints
+  which grouped-matmul kernels the compiled program really calls.
 - Attention with Grok-1's heads (48 query / 8 kv heads of 128): naive T×T vs chunked online
-  softmax, temporary memory from XLA, time in bf16, and the fp32 difference at full
-  matmul precision.
+  softmax vs tokamax's fused attention (when installed), temporary memory from XLA, time in
+  bf16, and the fp32 difference at full matmul precision.
 - Layers: ``GrokConfig.grok_1`` at full width with a few layers and random int8 weights,
-  prefill and decode through ``Generator``; per-layer times scale to 64 layers.
+  prefill and decode through ``Generator`` (default paths, then the tokamax ones);
+  per-layer times scale to 64 layers.
 """
 
 from __future__ import annotations
@@ -25,9 +28,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from benchmarks.common import interleaved, machine, table, temp_bytes
+from benchmarks.common import interleaved, load_line, machine, table, temp_bytes
 from grok_flax import Grok, GrokConfig
-from grok_flax.attention import attend_chunked, attend_naive
+from grok_flax.attention import attend_chunked, attend_naive, attend_tokamax
 from grok_flax.moe import MoE, dense_dispatch, tiled_dispatch
 from grok_flax.quant import QArray
 from grok_flax.router import Router
@@ -71,16 +74,25 @@ def grouped_kernels(fn, *args) -> str:
     return ", ".join(f"{k}×{v}" for k, v in sorted(counts.items())) + f"; {fusions} fusions"
 
 
+def has_tokamax() -> bool:
+    try:
+        import tokamax  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def moe_rows(repeats: int = 5, cfg: GrokConfig | None = None,
              lengths=(2048, 8192)) -> list[dict]:
     cfg = cfg or GrokConfig.grok_1(num_layers=1, compute_dtype="bfloat16")
     graphdef, params = nnx.split(random_module(lambda: MoE(cfg, rngs=nnx.Rngs(0))))
     router = Router(cfg.emb_size, cfg.num_experts, cfg.num_selected_experts, rngs=nnx.Rngs(1))
     rows = []
-    cases = [(f"prefill T={T}", 1, T, ("tiled", "ragged")) for T in lengths[:1]]
-    cases += [("decode B=1", 1, 1, ("gather", "ragged")), ("decode B=8", 8, 1,
-                                                            ("gather", "ragged"))]
-    cases += [(f"prefill T={T}", 1, T, ("tiled", "ragged")) for T in lengths[1:]]
+    tk = ("tokamax",) if has_tokamax() else ()
+    cases = [(f"prefill T={T}", 1, T, ("tiled", "ragged", *tk)) for T in lengths[:1]]
+    cases += [("decode B=1", 1, 1, ("gather", "ragged", *tk)),
+              ("decode B=8", 8, 1, ("gather", "ragged", *tk))]
+    cases += [(f"prefill T={T}", 1, T, ("tiled", "ragged", *tk)) for T in lengths[1:]]
     for name, B, T, impls in cases:
         x = jax.random.normal(jax.random.key(T), (B, T, cfg.emb_size), jnp.bfloat16)
         gates, experts, _ = router(x.astype(jnp.float32))
@@ -183,15 +195,30 @@ def attention_rows(lengths=(2048, 4096, 8192, 32768), repeats: int = 5, chunk: i
         def chunked(q, k, v):
             return attend_chunked(q, k, v, pos, pos, valid, multiplier=H ** -0.5, chunk=chunk)
 
+        def fused(q, k, v):
+            return attend_tokamax(q, k, v, pos, pos, valid, multiplier=H ** -0.5)
+
         bf = tuple(a.astype(jnp.bfloat16) for a in (q32, k32, v32))
         fc = jax.jit(chunked)
         row = {"T": T, "chunked temp MiB": temp_bytes(chunked, *bf) / 2**20}
+        if has_tokamax():
+            ft = jax.jit(fused)
+            row["tokamax temp MiB"] = temp_bytes(fused, *bf) / 2**20
+            t = interleaved({"chunked": lambda: fc(*bf), "tokamax": lambda: ft(*bf)},
+                            max(2, repeats - 2))
+            row["tokamax ms"] = t["tokamax"] * 1e3
+            with jax.default_matmul_precision("highest"):
+                want = jax.jit(chunked)(q32, k32, v32)
+                row["tokamax fp32 max |diff|"] = float(
+                    jnp.abs(jax.jit(fused)(q32, k32, v32) - want).max())
         if T <= naive_max:  # naive T×T fp32 logits: 12 GiB at 8192, 192 GiB at 32768
             fn = jax.jit(naive)
             row["naive temp MiB"] = temp_bytes(naive, *bf) / 2**20
             t = interleaved({"naive": lambda: fn(*bf), "chunked": lambda: fc(*bf)}, repeats)
             row.update({"naive ms": t["naive"] * 1e3, "chunked ms": t["chunked"] * 1e3,
                         "speed-up": t["naive"] / t["chunked"]})
+            if "tokamax ms" in row:
+                row["tokamax vs naive"] = row["naive ms"] / row["tokamax ms"]
             with jax.default_matmul_precision("highest"):
                 diff = jnp.abs(jax.jit(naive)(q32, k32, v32) - jax.jit(chunked)(q32, k32, v32))
             row["fp32 max |diff|"] = float(diff.max())
@@ -200,6 +227,8 @@ def attention_rows(lengths=(2048, 4096, 8192, 32768), repeats: int = 5, chunk: i
             row.update({"naive temp MiB": float("nan"), "naive ms": float("nan"),
                         "chunked ms": t["chunked"] * 1e3, "speed-up": float("nan"),
                         "fp32 max |diff|": float("nan")})
+            if "tokamax ms" in row:
+                row["tokamax vs naive"] = float("nan")
         rows.append(row)
         print(table([row], f"attention T={T}"), flush=True)
     return rows
@@ -207,10 +236,20 @@ def attention_rows(lengths=(2048, 4096, 8192, 32768), repeats: int = 5, chunk: i
 
 def layer_rows(num_layers: int = 4, cfg: GrokConfig | None = None,
                prompt: int = 1024) -> list[dict]:
-    from grok_flax.running.generate import Generator
+    import dataclasses
 
     cfg = cfg or GrokConfig.grok_1(num_layers=num_layers, sequence_len=2048,
                                    compute_dtype="bfloat16")
+    rows = _layer_rows(num_layers, cfg, prompt, "default")
+    if has_tokamax():
+        rows += _layer_rows(num_layers, dataclasses.replace(
+            cfg, moe_impl="tokamax", attention_impl="tokamax"), prompt, "tokamax")
+    return rows
+
+
+def _layer_rows(num_layers: int, cfg: GrokConfig, prompt: int, paths: str) -> list[dict]:
+    from grok_flax.running.generate import Generator
+
     t = time.perf_counter()
     model = random_module(lambda: Grok(cfg, rngs=nnx.Rngs(0)))
     jax.block_until_ready(nnx.state(model))
@@ -227,7 +266,7 @@ def layer_rows(num_layers: int = 4, cfg: GrokConfig | None = None,
         r = min((gen.generate(prompts, **kw) for _ in range(3)),
                 key=lambda r: r.prefill_seconds + r.decode_seconds)
         step = r.decode_seconds / max(1, r.decode_steps)
-        rows.append({"layers": num_layers, "batch": B, "prompt": P,
+        rows.append({"paths": paths, "layers": num_layers, "batch": B, "prompt": P,
                      "prefill tok/s": r.prefill_tokens_per_s,
                      "decode ms/step": step * 1e3,
                      "decode ms/step/layer": step * 1e3 / num_layers,
@@ -236,7 +275,26 @@ def layer_rows(num_layers: int = 4, cfg: GrokConfig | None = None,
     return rows
 
 
+def dry_run() -> None:
+    """Every section at toy sizes, to check the script on a CPU before an accelerator runs it."""
+    small = GrokConfig.tiny(emb_size=128, widening_factor=4.0, num_experts=8,
+                            num_selected_experts=2, compute_dtype="bfloat16",
+                            moe_out_scale_blocks=8, num_layers=2, sequence_len=256,
+                            vocab_size=512, key_size=32, num_q_heads=8, num_kv_heads=2,
+                            moe_tile="auto")
+    moe_rows(2, small, lengths=(128, 256))
+    tile_rows(2, small, lengths=(128,), tiles=(16, 64))
+    attention_rows(lengths=(128, 256), repeats=2, chunk=64, heads=(2, 2, 32), naive_max=128)
+    chunk_rows(lengths=(256,), chunks=(64, 128), repeats=2, heads=(2, 2, 32))
+    layer_rows(2, small, prompt=32)
+
+
 if __name__ == "__main__":
+    print(load_line(), flush=True)
+    if sys.argv[1:] == ["--dry-run"]:
+        print(machine(), "tokamax:", has_tokamax(), flush=True)
+        dry_run()
+        sys.exit(0)
     which = sys.argv[1:] or ["moe", "tiles", "attention", "chunks", "layers"]
     print(machine(), flush=True)
     for name in which:

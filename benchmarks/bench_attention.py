@@ -9,7 +9,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from benchmarks.common import interleaved, machine, table, temp_bytes
+from benchmarks.common import interleaved, load_line, machine, table, temp_bytes
 from grok_flax.attention import attend_chunked, attend_naive
 
 B, K, G, H = 1, 2, 2, 64  # 4 query heads sharing 2 kv heads
@@ -47,4 +47,5 @@ def main(lengths=(2048, 4096, 8192), repeats: int = 5, chunk: int = 512) -> list
 
 
 if __name__ == "__main__":
+    print(load_line(), flush=True)
     print(table(main(), f"Attention, GQA {K}×{G} heads of {H}, chunk 512 ({machine()})"))

@@ -14,7 +14,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from benchmarks.common import machine, table  # noqa: E402
+from benchmarks.common import load_line, machine, table  # noqa: E402
 from grok_flax import GrokConfig, KVMemory, abstract_model  # noqa: E402
 from grok_flax.scale.sharding import batch_sharding, make_mesh, state_shardings  # noqa: E402
 
@@ -62,6 +62,7 @@ def main(loop_layers: int = 64) -> list[dict]:
 
 
 if __name__ == "__main__":
+    print(load_line(), flush=True)
     import sys
 
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 64

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from benchmarks.common import interleaved, machine, table
+from benchmarks.common import interleaved, load_line, machine, table
 from grok_flax import Grok, GrokConfig, KVMemory
 
 CFG = GrokConfig(vocab_size=4096, sequence_len=4096, emb_size=256, key_size=32, num_q_heads=8,
@@ -50,4 +50,5 @@ def main(contexts=(256, 512, 1024, 2048, 4096), repeats: int = 5) -> list[dict]:
 
 
 if __name__ == "__main__":
+    print(load_line(), flush=True)
     print(table(main(), f"Decode step, 4-layer 8-expert model, KV memory of 4096 ({machine()})"))

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import machine, table
+from benchmarks.common import load_line, machine, table
 
 CFG = dict(vocab_size=32768, sequence_len=512, emb_size=1024, key_size=64, num_q_heads=16,
            num_kv_heads=4, num_layers=16, widening_factor=4.0, num_experts=8,
@@ -189,4 +189,5 @@ def _drop_page_cache() -> bool:
 
 
 if __name__ == "__main__":
+    print(load_line(), flush=True)
     print(table(main(), f"Loading an official-format checkpoint ({machine()})"))

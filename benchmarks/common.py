@@ -31,6 +31,11 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int = 5,
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def load_average() -> float:
+    """The 1-minute load average (figures for the docs need it below 1)."""
+    return os.getloadavg()[0]
+
+
 def load_line() -> str:
     """The machine's load before a benchmark starts: ratios measured on a busy machine are
     distorted (the all-experts reference, one big multi-threaded matmul, suffers most)."""

@@ -5,11 +5,14 @@ as ``[B, T, K, G, H]`` (K kv-heads × G queries each) so K/V are never repeated 
 Logits are made fp32, multiplied by ``attn_output_multiplier``, squashed by
 ``30·tanh(x/30)`` (no logit can exceed ±30), masked with -1e30 and soft-maxed in fp32.
 
-Two algorithms compute the same function:
+Three algorithms compute the same function:
 - ``attend_naive``: the reference's — all T×S logits at once (12 GiB fp32 per layer at 8192).
 - ``attend_chunked``: blocks of queries × blocks of keys with an online softmax (running max
   and sum), the cap applied inside each block; memory O(block²), blocks above the causal
   diagonal or past the filled KV memory are skipped.
+- ``attend_tokamax``: ``tokamax.dot_product_attention`` with ``logits_soft_cap`` — the
+  maintained flash-attention kernels (Pallas / cuDNN on GPU, Pallas on TPU), XLA elsewhere.
+  Optional (the ``kernels`` extra), imported on first use.
 Masks are built from positions: key s is visible to query t iff ``k_pos[s] <= q_pos[t]`` and
 ``k_valid[s]`` (a real token: not padding, and already written to the KV memory).
 """
@@ -117,6 +120,21 @@ def attend_chunked(q, k, v, q_pos, k_pos, k_valid, *, multiplier: float, cap: fl
     return out.swapaxes(0, 1).reshape(B, nq * qc, K, G, H)[:, :T]
 
 
+def attend_tokamax(q, k, v, q_pos, k_pos, k_valid, *, multiplier: float, cap: float = 30.0,
+                   implementation=None):
+    """``attend_naive``'s function through tokamax's fused attention (GQA: query head
+    ``k·G + g`` reads kv head ``k``). ``implementation``: tokamax's choice of kernel (None:
+    the best available on this platform)."""
+    import tokamax  # optional: pip install 'grok_flax[kernels]'
+
+    B, T, K, G, H = q.shape
+    mask = visibility(q_pos, k_pos, k_valid)[:, None]  # [B, 1, T, S]
+    out = tokamax.dot_product_attention(
+        q.reshape(B, T, K * G, H), k, v, mask=mask, scale=multiplier, logits_soft_cap=cap,
+        implementation=implementation)
+    return out.reshape(B, T, K, G, H).astype(v.dtype)
+
+
 class Attention(nnx.Module):
     """The ``multi_head_attention`` block: q/k/v projections, RoPE, KV memory, output proj."""
 
@@ -174,6 +192,8 @@ class Attention(nnx.Module):
                 out = attend_naive(*args, return_weights=return_weights, **kw)
                 if return_weights:
                     out, weights = out
+            elif cfg.attention_impl == "tokamax":
+                out = attend_tokamax(*args, **kw)
             else:
                 out = attend_chunked(*args, chunk=cfg.attention_chunk, **kw)
         with jax.named_scope("out_proj"):

@@ -18,8 +18,8 @@ import jax.numpy as jnp
 
 _FLOAT_DTYPES = ("float32", "bfloat16", "float16")
 _COMPUTE_DTYPES = ("auto", *_FLOAT_DTYPES)
-_ATTENTION_IMPLS = ("naive", "chunked")
-_MOE_IMPLS = ("dense", "sparse", "gather", "tiled", "ragged")
+_ATTENTION_IMPLS = ("naive", "chunked", "tokamax")
+_MOE_IMPLS = ("dense", "sparse", "gather", "tiled", "ragged", "tokamax")
 
 
 def ffn_size(emb_size: int, widening_factor: float) -> int:
@@ -74,13 +74,16 @@ class GrokConfig:
     compute_dtype: str = "auto"
     param_dtype: str = "float32"  # embedding, norms, router, and float (unquantized) linears
     # --- algorithms (same function, different cost) ---
-    attention_impl: str = "chunked"  # "naive": full T×S logits (reference); "chunked": online
+    # "naive": full T×S logits (reference); "chunked": online softmax over blocks; "tokamax":
+    # tokamax.dot_product_attention (flash kernels on GPU/TPU; needs the `kernels` extra)
+    attention_impl: str = "chunked"
     attention_chunk: int = 512  # query/key block size of the chunked attention
     # "dense": reference all-experts; "sparse": only routed pairs (tiled/gather); "ragged":
-    # grouped matmuls (lax.ragged_dot), for accelerators
+    # grouped matmuls (lax.ragged_dot); "tokamax": tokamax.ragged_dot reading int8 in the
+    # kernel (GPU/TPU; needs the `kernels` extra)
     moe_impl: str = "sparse"
-    # rows per tile of the sorted, grouped expert matmul; "auto": 64 on CPU, on GPU/TPU the
-    # mean rows per expert as a power of two in 256..1024 (see moe.auto_tile)
+    # rows per tile of the sorted, grouped expert matmul; "auto": on CPU half the mean rows
+    # per expert as a power of two in 64..256, on GPU/TPU the mean in 256..1024 (moe.auto_tile)
     moe_tile: int | str = "auto"
     scan_layers: bool = True  # one compiled layer under lax.scan (False: a Python loop)
 

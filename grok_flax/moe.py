@@ -13,7 +13,7 @@ Dispatch algorithms, all the same function:
   and a one-hot of the chosen expert selects one result: E× the needed FLOPs. Kept as the
   teaching oracle.
 - ``"tiled"``: sort the (token, expert) pairs by expert, pad each expert's group to whole
-  tiles of ``moe_tile`` rows (``auto_tile`` picks it per platform), and run one
+  tiles of ``moe_tile`` rows (``auto_tile`` picks it per platform and token count), run one
   [tile × D] @ [D × F] matmul per tile with that tile's expert weights: only routed pairs
   are computed (plus < one tile of padding per expert). Static shapes, so it compiles once
   per token count.
@@ -24,6 +24,11 @@ Dispatch algorithms, all the same function:
   the output rows. Only a win where XLA really emits a grouped GEMM: on CPU, and on an H200
   with JAX 0.11.2, the compiled program is one ordinary (all-experts) matmul per
   ragged_dot — 1.3× the reference there, vs 3–4× for ``tiled`` — so it is not a default.
+- ``"tokamax"``: the same sort, then ``tokamax.ragged_dot`` — the maintained grouped-matmul
+  kernels (Pallas on GPU and TPU) — with the int8 weights passed as a ``qwix.QArray`` (int8
+  values, scales ``[E, G, out]`` tiled over the contracted axis: our layout as it is), so
+  the kernel reads int8 and no dequantized copy is made. Optional (the ``kernels`` extra),
+  imported on first use; elsewhere tokamax falls back to XLA.
 - ``"sparse"`` (default): ``gather`` when there are at most as many (token, expert) pairs as
   experts (decoding: it reads no more weights than the experts hold, needs no sort, and on a
   mesh ends in one all-reduce, where ``tiled`` would reduce once per tile), else ``tiled``.
@@ -74,8 +79,10 @@ class MoE(nnx.Module):
         return self.linear.get_value(), self.linear_v.get_value(), self.linear_1.get_value()
 
     def __call__(self, x: jax.Array, gates: jax.Array, experts: jax.Array,
-                 impl: str | None = None) -> jax.Array:
-        """x [B, T, D]; gates/experts [B, T, k] from the router -> [B, T, D]."""
+                 impl: str | None = None, tile: int | None = None) -> jax.Array:
+        """x [B, T, D]; gates/experts [B, T, k] from the router -> [B, T, D].
+
+        ``impl`` / ``tile`` override the config's ``moe_impl`` / ``moe_tile`` for this call."""
         impl = impl or self.cfg.moe_impl
         B, T, D = x.shape
         k = experts.shape[-1]
@@ -89,8 +96,10 @@ class MoE(nnx.Module):
                 out = gather_dispatch(xf, ef, *self.weights())
             elif impl == "ragged":
                 out = ragged_dispatch(xf, ef, *self.weights(), self.cfg.num_experts)
+            elif impl == "tokamax":
+                out = tokamax_dispatch(xf, ef, *self.weights(), self.cfg.num_experts)
             elif impl == "tiled":
-                tile = self.cfg.moe_tile
+                tile = tile or self.cfg.moe_tile
                 if tile == "auto":
                     tile = auto_tile(B * T * k, self.cfg.num_experts)
                 out = tiled_dispatch(xf, ef, *self.weights(), self.cfg.num_experts, tile)
@@ -107,15 +116,19 @@ class MoE(nnx.Module):
 def auto_tile(pairs: int, num_experts: int, platform: str | None = None) -> int:
     """Rows per tile of ``tiled_dispatch`` when ``moe_tile="auto"``.
 
-    CPU: 64 (tiles of 64…512 rows ran equally fast on 2 cores, and small tiles waste the
-    least padding). GPU/TPU: small tiles leave the matrix units idle — on an H200 with
-    Grok-1's experts, T=2048 tokens, tiles of 64/256/512/1024 rows ran 0.95/2.4/2.8/3.0×
-    faster than the all-experts reference — so the mean rows per expert, rounded up to a
-    power of two, within 256…1024.
+    Each tile is one [tile × D] @ [D × F] matmul with its expert's weights, so bigger tiles
+    use the matrix units (or cores) better and convert each int8 weight fewer times, while an
+    expert's last tile is only partly used. CPU: the power of two at or above half the mean
+    rows per expert, within 64…256 — at T=2048, 8 experts, top-2 (512 rows per expert) on 2
+    cores, tiles of 64/128/256/512 rows ran 4.7/6.8/7.1/6.3× faster than the all-experts
+    reference (``benchmarks/bench_moe.py``). GPU/TPU: small tiles leave the matrix units
+    idle — on an H200 with Grok-1's experts, T=2048 tokens, tiles of 64/256/512/1024 rows ran
+    0.95/2.4/2.8/3.0× faster than the reference — so the mean rows per expert, rounded up to
+    a power of two, within 256…1024.
     """
-    if (platform or jax.default_backend()) == "cpu":
-        return 64
     mean = max(1, pairs // num_experts)
+    if (platform or jax.default_backend()) == "cpu":
+        return min(256, max(64, 1 << (max(1, mean // 2) - 1).bit_length()))
     return min(1024, max(256, 1 << (mean - 1).bit_length()))
 
 
@@ -243,5 +256,39 @@ def ragged_dispatch(x, experts, w, wv, w1, num_experts: int):
     return unsort(out_sorted, order)
 
 
+def _for_kernel(w, dtype):
+    """Our weight as tokamax reads it: a float array in ``dtype``, or a ``qwix.QArray`` whose
+    scales are in ``dtype`` (the kernel dequantizes ``int8 · scale`` in the scales' dtype: bf16
+    as the release does in bf16, exact in f32)."""
+    if not isinstance(w, QArray):
+        return w.astype(dtype)
+    import qwix  # optional, with tokamax
+
+    return qwix.QArray(qvalue=w.weight, scale=w.scales.astype(dtype), zero_point=None,
+                       qtype=jnp.int8)
+
+
+def tokamax_dispatch(x, experts, w, wv, w1, num_experts: int, implementation=None):
+    """Pairs sorted by expert, one ``tokamax.ragged_dot`` per weight, int8 read by the
+    kernel. -> [N·k, D] f32, with ``expert_ffn``'s dtype flow (projections in the activation
+    dtype; gelu, product and ``linear_1`` in f32)."""
+    import tokamax  # optional: pip install 'grok_flax[kernels]'
+
+    k = experts.shape[-1]
+    dtype = x.dtype
+    order, _, counts = sort_pairs(experts, num_experts)
+    group_sizes = counts.astype(jnp.int32)  # [E]
+    rows = x[order // k]  # [A, D] the token of each sorted pair
+
+    def grouped(a, weight, out_dtype):  # a [A, in] @ its expert's weight [E, in, out]
+        return tokamax.ragged_dot(a, _for_kernel(weight, dtype), group_sizes,
+                                  preferred_element_type=out_dtype,
+                                  implementation=implementation)
+
+    h = (gelu_tanh(grouped(rows, w, dtype).astype(jnp.float32))
+         * grouped(rows, wv, dtype).astype(jnp.float32))  # [A, F] f32
+    return unsort(grouped(h, w1, jnp.float32), order)  # [A, D] f32
+
+
 __all__ = ["MoE", "QArray", "auto_tile", "dense_dispatch", "expert_ffn", "gather_dispatch",
-           "gelu_tanh", "ragged_dispatch", "tiled_dispatch"]
+           "gelu_tanh", "ragged_dispatch", "tiled_dispatch", "tokamax_dispatch"]

@@ -75,7 +75,7 @@ def test_ragged_grouped_matmul_equals_dense(quantized):
 def test_auto_tile_per_platform_and_config_validation():
     from grok_flax.moe import auto_tile
 
-    assert auto_tile(4096, 8, "cpu") == 64
+    assert auto_tile(4096, 8, "cpu") == 256 and auto_tile(400, 8, "cpu") == 64  # mean / 2
     assert auto_tile(4096, 8, "gpu") == 512  # mean rows per expert
     assert auto_tile(16384, 8, "gpu") == 1024 and auto_tile(16, 8, "tpu") == 256
     assert GrokConfig.grok_1().moe_tile == "auto"
