@@ -2,6 +2,7 @@
 #   make demo   set up .venv, run the demo model (generation + routing figure, runs/demo/) and
 #               execute the walkthrough notebooks (executed copies in runs/notebooks/)
 #   make test   set up .venv and run ruff + the whole test suite (what CI runs)
+#   make lab    set up .venv and open the walkthrough notebooks in JupyterLab
 # a Python >= 3.12 (python3.13 / python3.12 / python3 on PATH, else a pyenv-installed one);
 # override with `make PYTHON=/path/to/python3.12 ...`
 PYTHON ?= $(shell sh tools/find_python.sh 2>/dev/null)
@@ -11,7 +12,7 @@ STAMP  := $(VENV)/.installed
 export XLA_FLAGS ?= --xla_force_host_platform_device_count=8
 export JAX_PLATFORMS ?= cpu
 
-.PHONY: setup demo test lint notebooks bench clean
+.PHONY: setup demo test lint notebooks lab bench clean
 
 setup: $(STAMP)
 
@@ -36,6 +37,9 @@ lint: setup
 
 notebooks: setup
 	$(BIN)/python notebooks/run_all.py
+
+lab: setup
+	$(BIN)/jupyter lab notebooks/01_tour.ipynb
 
 bench: setup
 	$(BIN)/python -m benchmarks.run_all

@@ -209,7 +209,7 @@ def attention_rows(lengths=(2048, 4096, 8192, 32768), repeats: int = 5, chunk: i
             row["tokamax ms"] = t["tokamax"] * 1e3
             with jax.default_matmul_precision("highest"):
                 want = jax.jit(chunked)(q32, k32, v32)
-                row["tokamax fp32 max |diff|"] = float(
+                row["tokamax fp32 max abs diff"] = float(
                     jnp.abs(jax.jit(fused)(q32, k32, v32) - want).max())
         if T <= naive_max:  # naive T×T fp32 logits: 12 GiB at 8192, 192 GiB at 32768
             fn = jax.jit(naive)
@@ -221,12 +221,12 @@ def attention_rows(lengths=(2048, 4096, 8192, 32768), repeats: int = 5, chunk: i
                 row["tokamax vs naive"] = row["naive ms"] / row["tokamax ms"]
             with jax.default_matmul_precision("highest"):
                 diff = jnp.abs(jax.jit(naive)(q32, k32, v32) - jax.jit(chunked)(q32, k32, v32))
-            row["fp32 max |diff|"] = float(diff.max())
+            row["fp32 max abs diff"] = float(diff.max())
         else:
             t = interleaved({"chunked": lambda: fc(*bf)}, max(2, repeats - 2))
             row.update({"naive temp MiB": float("nan"), "naive ms": float("nan"),
                         "chunked ms": t["chunked"] * 1e3, "speed-up": float("nan"),
-                        "fp32 max |diff|": float("nan")})
+                        "fp32 max abs diff": float("nan")})
             if "tokamax ms" in row:
                 row["tokamax vs naive"] = float("nan")
         rows.append(row)

@@ -41,7 +41,7 @@ def main(lengths=(2048, 4096, 8192), repeats: int = 5, chunk: int = 512) -> list
                      "chunked temp MiB": mem_chunked / 2**20,
                      "memory ratio": mem_naive / mem_chunked,
                      "naive s": t["naive"], "chunked s": t["chunked"],
-                     "speed-up": t["naive"] / t["chunked"], "max |diff|": diff})
+                     "speed-up": t["naive"] / t["chunked"], "max abs diff": diff})
         assert diff <= 1e-5, diff
     return rows
 

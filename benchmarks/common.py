@@ -36,13 +36,38 @@ def load_average() -> float:
     return os.getloadavg()[0]
 
 
+def busy_cores(seconds: float = 1.0) -> float | None:
+    """Cores kept busy over the next ``seconds`` while this process sleeps (from
+    ``/proc/stat``): the other processes' use, free of this benchmark's own threads, which
+    linger in the load average for minutes. None where /proc/stat is missing."""
+    def sample():
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+    except OSError:
+        return None
+    cores = os.cpu_count() or 1
+    return cores * (1 - (idle1 - idle0) / max(1, total1 - total0))
+
+
 def load_line() -> str:
     """The machine's load before a benchmark starts: ratios measured on a busy machine are
     distorted (the all-experts reference, one big multi-threaded matmul, suffers most)."""
     one, five, fifteen = os.getloadavg()
     cores = os.cpu_count() or 1
-    busy = "" if one < 1 else f" — BUSY: {one:.2f} ≥ 1, ratios will be distorted"
-    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {cores} cores{busy}"
+    others = busy_cores()
+    line = f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {cores} cores"
+    if others is not None:
+        line += f"; other processes now use {others:.2f} cores"
+    # the load average also carries this process's own recent threads; the 1-s sample does not
+    if (others if others is not None else one) >= (0.5 if others is not None else 1):
+        line += " — BUSY: ratios will be distorted"
+    return line
 
 
 def machine() -> str:

@@ -7,7 +7,9 @@
 A full run rewrites docs/benchmarks.md: each section's table is replaced, the prose written
 under it is kept. It refuses to write when the machine was busy (1-minute load ≥ 1) before
 any benchmark started, since load distorts the ratios (the all-experts reference, one big
-multi-threaded matmul, suffers most); the tables are still printed.
+multi-threaded matmul, suffers most); the tables are still printed. Before each later
+benchmark the load average still carries this run's own threads, so the line also gives the
+cores other processes use at that moment.
 """
 
 from __future__ import annotations
@@ -28,13 +30,17 @@ from benchmarks.common import load_average, load_line, machine, table  # noqa: E
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 TITLES = {
-    "moe": "MoE: sparse dispatch vs the reference all-experts algorithm (int8 experts)",
-    "attention": "Attention: chunked online softmax vs naive T×T (GQA 2×2 heads of 64, fp32)",
-    "decode": "Decode step with KV memory vs recomputing the prefix (4 layers, 8 experts)",
-    "compile": "AOT compile of 64-layer Grok-1, 1×8 mesh: scan vs Python loop (loop: 16 "
-               "layers measured, ×4)",
-    "load": "Loading a generated ≥1 GB official-format checkpoint",
-    "generate": "End to end generation, GrokConfig.small() with random weights",
+    "moe": "MoE: sparse dispatch vs the reference all-experts algorithm (T=2048, d=512, "
+           "ffn 1376, 8 experts, top-2, int8 experts, fp32)",
+    "attention": "Attention: chunked online softmax vs naive T×T (GQA 2×2 heads of 64, fp32, "
+                 "chunk 512)",
+    "decode": "Decode step with KV memory vs recomputing the prefix (4 layers, d=256, "
+              "8 experts, memory 4096)",
+    "compile": "AOT compile of 64-layer Grok-1 (prefill of 8192 tokens into KV memory + one "
+               "decode step), 1×8 mesh: scan vs Python loop (loop: 16 layers measured, ×4)",
+    "load": "Loading a generated 1.26 GB official-format checkpoint",
+    "generate": "Decode with Generator: 2 layers with Grok-1's 131,072-token vocabulary, one "
+                "device and a 1×8 mesh, greedy and sampled",
 }
 _MARK = "<!-- benchmark: {} -->"
 

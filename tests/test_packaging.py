@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 import tomllib
+from pathlib import Path
 
 import pytest
 from conftest import ROOT
@@ -103,3 +104,18 @@ def test_public_api_is_one_import():
     assert gf.make_mesh is gf.scale.sharding.make_mesh
     assert gf.load_checkpoint is gf.checkpoint.loader.load_checkpoint
     assert gf.viz.routing_heatmap and gf.demo.DEMO_DIR.is_dir()
+
+
+def test_the_walkthrough_opens_in_jupyterlab():
+    """`make lab` opens the notebooks; the set-up installs JupyterLab (notebooks extra, part
+    of dev) into the same environment as the kernel."""
+    mk = (ROOT / "Makefile").read_text()
+    target = mk.split("\nlab:")[1].split("\n\n")[0]
+    assert "setup" in target and "jupyter lab notebooks/" in target
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    assert any(d.startswith("jupyterlab") for d in extras["notebooks"])
+    assert any("notebooks" in d for d in extras["dev"] if d.startswith("grok_flax["))
+    lab = Path(sys.executable).parent / "jupyter-lab"
+    out = subprocess.run([str(lab), "--version"], capture_output=True, text=True, check=True)
+    assert _version(out.stdout.strip()) >= (4,), out.stdout

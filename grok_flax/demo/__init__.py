@@ -59,6 +59,8 @@ def run_demo(out_dir: str | Path = "runs/demo", walkthrough: bool = True) -> Non
         print("\nexecuting the walkthrough notebooks (copies in runs/notebooks) ...", flush=True)
         subprocess.run([sys.executable, str(notebooks), "--out", str(out.parent / "notebooks")],
                        check=True)
+        print("\nnext: `make lab` opens the walkthrough in JupyterLab, starting at "
+              "notebooks/01_tour.ipynb (docs/walkthrough.md lists all nine)")
 
 
 # --- the bundled demo model (built by `python -m grok_flax.demo.train`) ----------------------
