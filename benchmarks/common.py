@@ -65,7 +65,8 @@ def load_line() -> str:
     if others is not None:
         line += f"; other processes now use {others:.2f} cores"
     # the load average also carries this process's own recent threads; the 1-s sample does not
-    if (others if others is not None else one) >= (0.5 if others is not None else 1):
+    busy = others >= 0.5 if others is not None else one >= 1
+    if busy:
         line += " — BUSY: ratios will be distorted"
     return line
 

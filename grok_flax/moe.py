@@ -120,11 +120,12 @@ def auto_tile(pairs: int, num_experts: int, platform: str | None = None) -> int:
     use the matrix units (or cores) better and convert each int8 weight fewer times, while an
     expert's last tile is only partly used. CPU: the power of two at or above half the mean
     rows per expert, within 64…256 — at T=2048, 8 experts, top-2 (512 rows per expert) on 2
-    cores, tiles of 64/128/256/512 rows ran 4.7/6.8/7.1/6.3× faster than the all-experts
-    reference (``benchmarks/bench_moe.py``). GPU/TPU: small tiles leave the matrix units
-    idle — on an H200 with Grok-1's experts, T=2048 tokens, tiles of 64/256/512/1024 rows ran
-    0.95/2.4/2.8/3.0× faster than the reference — so the mean rows per expert, rounded up to
-    a power of two, within 256…1024.
+    idle cores, tiles of 64/128/256/512 rows ran 5.1–5.2/6.5–7.0/6.4–6.9/6.1–6.5× faster than
+    the all-experts reference over three runs (``benchmarks/bench_moe.py``): 128 and 256 are
+    within each other's noise, 512 a little and 64 clearly behind. GPU/TPU: small tiles leave
+    the matrix units idle — on an H200 with Grok-1's experts, T=2048 tokens, tiles of
+    64/256/512/1024 rows ran 0.95/2.4/2.8/3.0× faster than the reference — so the mean rows
+    per expert, rounded up to a power of two, within 256…1024.
     """
     mean = max(1, pairs // num_experts)
     if (platform or jax.default_backend()) == "cpu":
@@ -132,15 +133,16 @@ def auto_tile(pairs: int, num_experts: int, platform: str | None = None) -> int:
     return min(1024, max(256, 1 << (mean - 1).bit_length()))
 
 
-def expert_ffn(x, w, wv, w1):
+def expert_ffn(x, w, wv, w1, mm=matmul):
     """One expert on rows x [M, D] (weights [D, F], [D, F], [F, D]) -> [M, D] f32.
 
     The dtype flow is the release's: the two input projections in the activation dtype,
     then gelu, the product and ``linear_1`` in f32 (the release's f32 one-hot selection
-    promotes them; see ``dense_dispatch``).
+    promotes them; see ``dense_dispatch``). ``mm(a, weight)``: the matmul, returning in
+    ``a``'s dtype (``quant.matmul``; ``tokamax_dispatch`` passes its grouped one).
     """
-    h = gelu_tanh(matmul(x, w).astype(jnp.float32)) * matmul(x, wv).astype(jnp.float32)
-    return matmul(h, w1)
+    h = gelu_tanh(mm(x, w).astype(jnp.float32)) * mm(x, wv).astype(jnp.float32)
+    return mm(h, w1)
 
 
 def dense_dispatch(x, experts, w, wv, w1, num_experts: int):
@@ -269,9 +271,8 @@ def _for_kernel(w, dtype):
 
 
 def tokamax_dispatch(x, experts, w, wv, w1, num_experts: int, implementation=None):
-    """Pairs sorted by expert, one ``tokamax.ragged_dot`` per weight, int8 read by the
-    kernel. -> [N·k, D] f32, with ``expert_ffn``'s dtype flow (projections in the activation
-    dtype; gelu, product and ``linear_1`` in f32)."""
+    """Pairs sorted by expert, then ``expert_ffn`` with one ``tokamax.ragged_dot`` per weight
+    as its matmul, int8 read by the kernel. -> [N·k, D] f32."""
     import tokamax  # optional: pip install 'grok_flax[kernels]'
 
     k = experts.shape[-1]
@@ -280,14 +281,12 @@ def tokamax_dispatch(x, experts, w, wv, w1, num_experts: int, implementation=Non
     group_sizes = counts.astype(jnp.int32)  # [E]
     rows = x[order // k]  # [A, D] the token of each sorted pair
 
-    def grouped(a, weight, out_dtype):  # a [A, in] @ its expert's weight [E, in, out]
+    def grouped(a, weight):  # a [A, in] @ its expert's weight [E, in, out], in a's dtype
         return tokamax.ragged_dot(a, _for_kernel(weight, dtype), group_sizes,
-                                  preferred_element_type=out_dtype,
+                                  preferred_element_type=a.dtype,
                                   implementation=implementation)
 
-    h = (gelu_tanh(grouped(rows, w, dtype).astype(jnp.float32))
-         * grouped(rows, wv, dtype).astype(jnp.float32))  # [A, F] f32
-    return unsort(grouped(h, w1, jnp.float32), order)  # [A, D] f32
+    return unsort(expert_ffn(rows, w, wv, w1, mm=grouped), order)  # [A, D] f32
 
 
 __all__ = ["MoE", "QArray", "auto_tile", "dense_dispatch", "expert_ffn", "gather_dispatch",

@@ -15,7 +15,6 @@ docs/multihost.md).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import re
@@ -255,5 +254,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    with contextlib.suppress(KeyboardInterrupt):
-        sys.exit(main())
+    sys.exit(main())

@@ -110,7 +110,6 @@ def load_safetensors(path: str | os.PathLike, config: GrokConfig | None = None,
                     for s in ("", ".weight", ".scales")}
         extra = sorted(keys - expected)
     if extra:
-
         raise CheckpointError(f"{path}: tensors the config has no place for: {extra[:10]}")
     return model
 

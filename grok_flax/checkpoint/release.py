@@ -106,7 +106,6 @@ def tensor_file_name(index: int, shard: int = 0) -> str:
     return f"tensor{index:05d}_{shard:03d}"
 
 
-
 TENSOR_FILE_RE = re.compile(r"^tensor(\d{5})_(\d{3})$")  # the names tensor_file_name makes
 
 # model parameter path -> name in the release (per layer under transformer/decoder_layer_N/)
