@@ -9,6 +9,7 @@ from grok_flax.demo import corpus
 from grok_flax.demo.train import (
     TrainSettings,
     cross_entropy,
+    decay_mask,
     heldout_windows,
     load_balance_loss,
     train,
@@ -38,6 +39,29 @@ def test_load_balance_loss_is_one_when_uniform_and_e_when_collapsed():
     probs = jnp.where(half[None, ..., None], collapsed, uniform)
     experts = jnp.where(half[None, ..., None], 0, spread)
     np.testing.assert_allclose(float(load_balance_loss(probs, experts, ~half)), 1.0, rtol=1e-6)
+
+
+def test_weight_decay_only_on_attention_and_expert_linears():
+    """Stacked layers make the norm scales [L, D] and the router [L, D, E]: rank alone would
+    decay them (the first demo model was trained that way); where they live decides."""
+    import jax
+    from flax import nnx
+
+    from grok_flax.demo.train import init_model, model_config
+
+    for scan in (True, False):
+        model = init_model(model_config(smoke=True).replace(scan_layers=scan), 0, 0.25)
+        mask = decay_mask(nnx.state(model, nnx.Param))
+        decayed = {jax.tree_util.keystr(p) for p, d in jax.tree_util.tree_leaves_with_path(mask)
+                   if d}
+        every = {jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(mask)}
+        assert decayed and all(("'attn'" in p or "'moe'" in p) and "scale" not in p
+                               for p in decayed), decayed
+        linears = {p for p in every if any(f"'{n}'" in p for n in
+                                           ("query", "key", "value", "linear", "linear_v",
+                                            "linear_1"))}
+        assert decayed == linears, (decayed ^ linears)
+        assert not any("norm" in p or "router" in p or "embed" in p for p in decayed)
 
 
 def test_smoke_training_run(tmp_path):
@@ -112,3 +136,12 @@ def test_heldout_windows_cover_the_stream_in_order():
     s = np.arange(1, 12, dtype=np.int32)
     w = heldout_windows(s, 4)
     assert w.tolist() == [[1, 2, 3, 4, 5], [5, 6, 7, 8, 9]]
+
+
+def test_distinct_2_counts_repeated_pairs():
+    from grok_flax.demo.eval import distinct_2
+
+    assert distinct_2([1, 2, 3, 4]) == 1.0
+    assert distinct_2([5, 5, 5, 5, 5]) == 0.25  # one distinct pair of four
+    assert distinct_2([1, 2, 1, 2, 1]) == 0.5
+    assert distinct_2([7]) == 1.0

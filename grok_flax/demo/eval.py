@@ -7,7 +7,8 @@
   a unigram model of the training stream (the baseline to beat);
 - the cost of int8: the same loss with the float weights (``--float-ckpt``: the folder written
   by ``python -m grok_flax.demo.train --float-out``);
-- greedy continuations of a few code prompts;
+- greedy continuations of a few code prompts, and how much greedy decoding repeats itself
+  (distinct-2: distinct bigrams / bigrams of 200 greedy tokens after each of 5 prompts);
 - routing vs token class: each held-out token gets a class from Python's ``tokenize`` module
   run over its source (identifier, keyword, whitespace, punctuation, number, string/prose),
   and the mutual information I(class; chosen expert) is measured per layer — for the trained
@@ -210,6 +211,30 @@ def greedy_continuations(model, tokenizer, prompts=PROMPTS, max_new_tokens: int 
             for p, t in zip(prompts, res.tokens, strict=True)]
 
 
+def distinct_2(ids) -> float:
+    """Distinct bigrams / bigrams of a token sequence: 1.0 when no pair of consecutive tokens
+    repeats, near 0 when the text loops."""
+    ids = [int(i) for i in ids]
+    pairs = list(zip(ids, ids[1:], strict=False))
+    return len(set(pairs)) / len(pairs) if pairs else 1.0
+
+
+def repetition(model, tokenizer, prompts=PROMPTS, new_tokens: int = 200) -> dict:
+    """How much greedy decoding repeats itself: distinct-2 of ``new_tokens`` greedy tokens
+    after each prompt (stopping early only at EOS), per prompt and their mean."""
+    from grok_flax.running.generate import generate
+
+    ids = [tokenizer.encode(p, bos=True) for p in prompts]
+    longest = max(len(i) for i in ids)
+    if longest + new_tokens > model.cfg.sequence_len:
+        raise ValueError(f"{longest} prompt + {new_tokens} new tokens exceed the model's "
+                         f"{model.cfg.sequence_len}-token context")
+    res = generate(model, ids, tokenizer, max_new_tokens=new_tokens, temperature=0.0)
+    per = [distinct_2(t) for t in res.tokens]
+    return dict(new_tokens=new_tokens, tokens=[len(t) for t in res.tokens],
+                distinct_2=per, distinct_2_mean=float(np.mean(per)))
+
+
 # --------------------------------------------------------------------------------------- main
 def evaluate(demo_dir=None, float_ckpt=None, eval_windows: int | None = None,
              route_windows: int = 64,
@@ -275,6 +300,7 @@ def evaluate(demo_dir=None, float_ckpt=None, eval_windows: int | None = None,
                      f"({r['tokens']:,} held-out tokens; mean I = {r['mi_bits_mean']:.3f} bits)")
     if samples:
         res["samples"] = greedy_continuations(model, tok)
+        res["repetition"] = repetition(model, tok)
     res["seconds"] = time.perf_counter() - t0
     return res
 

@@ -140,12 +140,16 @@ def init_model(cfg: GrokConfig, seed: int, embed_init_std: float) -> Grok:
     return model
 
 
-def _decay_mask(params):
-    """Weight decay on linear weights (≥ 2-D, not the embedding or the router)."""
-    def keep(path, leaf):
+def decay_mask(params):
+    """Weight decay on the attention and expert linears only.
+
+    Chosen by where a parameter lives, not by its rank: with stacked layers the RMSNorm
+    scales are ``[L, D]`` and the router is ``[L, D, E]``, as many axes as a linear weight.
+    """
+    def decay(path, leaf):
         names = {str(getattr(p, "key", getattr(p, "name", p))) for p in path}
-        return leaf.ndim >= 2 and not names & {"embed", "router"}
-    return jax.tree_util.tree_map_with_path(keep, params)
+        return bool(names & {"attn", "moe"}) and "scale" not in names
+    return jax.tree_util.tree_map_with_path(decay, params)
 
 
 def make_optimizer(model: Grok, s: TrainSettings):
@@ -157,7 +161,7 @@ def make_optimizer(model: Grok, s: TrainSettings):
     tx = optax.chain(
         optax.clip_by_global_norm(s.clip_norm),
         optax.adamw(schedule, b1=0.9, b2=0.95, eps=1e-8, weight_decay=s.weight_decay,
-                    mask=_decay_mask))
+                    mask=decay_mask))
     return nnx.Optimizer(model, tx, wrt=nnx.Param), schedule
 
 
