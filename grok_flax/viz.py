@@ -28,9 +28,10 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter
 
 __all__ = [
-    "attention_maps", "expert_load", "format_bytes", "growth_plot", "kv_memory_growth",
-    "param_breakdown", "parity_scatter", "quantization_error", "rope_frequencies",
-    "rope_relative", "routing_heatmap", "sharding_map", "token_labels",
+    "RoutingExplorer", "architecture", "attention_maps", "expert_load", "format_bytes",
+    "growth_plot", "kv_memory_growth", "param_breakdown", "parity_scatter", "quantization_error",
+    "rope_frequencies", "rope_relative", "router_probabilities", "routing_heatmap",
+    "sharding_map", "token_labels",
 ]
 
 _GIB = 1024**3
@@ -100,6 +101,198 @@ def _select_row(a, row: int, ndim_unbatched: int) -> np.ndarray:
 
 def _fit(n: int, per: float, lo: float, hi: float, extra: float = 0.0) -> float:
     return float(min(hi, max(lo, extra + per * n)))
+
+
+# --------------------------------------------------------------------------------------------
+# the whole model
+# --------------------------------------------------------------------------------------------
+_NB_COLORS = {"02": "#1f77b4", "03": "#d62728", "04": "#e377c2", "05": "#8c564b",
+              "06": "#2ca02c", "07": "#9467bd", "08": "#7f7f7f", "09": "#17becf"}
+
+
+def _equals(value: float, target: float) -> bool:
+    return math.isclose(value, target, rel_tol=1e-9)
+
+
+def architecture(cfg=None, *, title: str | None = None) -> Figure:
+    """The whole model on one page: token ids to logits (left) and one decoder layer opened
+    up (right). Every size comes from ``cfg`` (a ``GrokConfig``; Grok-1 by default), the
+    activation shapes are written on the arrows, and each box carries the number of the
+    walkthrough notebook that builds it ("nb 03")."""
+    from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch
+
+    from grok_flax.config import GrokConfig
+
+    cfg = GrokConfig.grok_1() if cfg is None else cfg
+    L, D, H = cfg.num_layers, cfg.emb_size, cfg.key_size
+    Nq, Nk, E, k = cfg.num_q_heads, cfg.num_kv_heads, cfg.num_experts, cfg.num_selected_experts
+    F, V, cap = cfg.ffn_size, cfg.vocab_size, cfg.attn_logit_cap
+    act = f"[B, T, {D}]"
+    fig = Figure(figsize=(11, 9.6))
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_xlim(0, 120)
+    ax.set_ylim(-4, 100)
+    ax.axis("off")
+    fill = {"io": "#f2f2f2", "embed": "#dff0d8", "norm": "#e6e6e6", "attn": "#dbe9f6",
+            "moe": "#fde3c8", "layers": "#eadcf2", "kv": "#f9f3d2"}
+    row_h = 2.05  # one line of box text, in axis units
+
+    def badge(x, y, nb, ha="right"):
+        ax.text(x, y, f"nb {nb}", ha=ha, va="center", fontsize=7.5, color="white",
+                fontweight="bold", zorder=5,
+                bbox=dict(boxstyle="round,pad=0.22", facecolor=_NB_COLORS[nb], edgecolor="none"))
+
+    def box(x, y, w, h, rows, kind, nb=None, fontsize=9.0):
+        """rows: lines of text, each a string or (string, notebook) for a badge on the line."""
+        ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, facecolor=fill[kind],
+                                    edgecolor="#555555", lw=1, zorder=2,
+                                    boxstyle="round,pad=0,rounding_size=1.2"))
+        rows = [r if isinstance(r, tuple) else (r, None) for r in rows]
+        top = y + (len(rows) - 1) * row_h / 2
+        for i, (text, row_nb) in enumerate(rows):
+            ax.text(x, top - i * row_h, text, ha="center", va="center", fontsize=fontsize,
+                    zorder=3)
+            if row_nb:
+                badge(x + w / 2 - 0.6, top - i * row_h, row_nb)
+        if nb:
+            badge(x + w / 2 - 0.6, y + h / 2, nb)
+
+    def arrow(p, q, label=None, both=False, lw=1.2):
+        ax.add_patch(FancyArrowPatch(p, q, arrowstyle="<|-|>" if both else "-|>",
+                                     mutation_scale=11, lw=lw, color="#333333", shrinkA=0,
+                                     shrinkB=0, zorder=1))
+        if label:
+            ax.text((p[0] + q[0]) / 2 + 0.8, (p[1] + q[1]) / 2, label, fontsize=8,
+                    fontfamily="monospace", color="#1a4a7a", ha="left", va="center")
+
+    def line(xs, ys):
+        ax.plot(xs, ys, color="#333333", lw=1.2, zorder=1, solid_capstyle="butt")
+
+    def multiplier(value, name, target):
+        return f"{value:.4g}" + (f" (= {name})" if _equals(value, target) else "")
+
+    # ---- left: token ids -> embedding -> L layers -> final norm -> un-embedding -> logits ----
+    cx, w = 16.5, 29
+    box(cx, 87, w, 6, ["token ids [B, T]", f"(integers 0 … {V - 1:,})"], "io")
+    arrow((cx, 84), (cx, 80.5))
+    box(cx, 75, w, 11, ["embedding lookup", f"embed [{V}, {D}]", "× embedding multiplier",
+                        multiplier(cfg.embedding_multiplier_scale, f"√{D}", math.sqrt(D))],
+        "embed", "06")
+    arrow((cx, 69.5), (cx, 63.5), act)
+    box(cx, 52, w, 23, [f"{L} × decoder layer", "(opened on the right)", "",
+                        f"weights stacked [{L}, …]", "(built by nnx.vmap),",
+                        *(["run by jax.lax.scan:", "one layer compiled,", f"used {L} times"]
+                          if cfg.scan_layers else ["run by a Python loop", "(scan_layers=False)"])],
+        "layers", "06")
+    arrow((cx, 40.5), (cx, 34.5), act)
+    box(cx, 31.5, w, 6, ["final RMSNorm", f"(scale [{D}])"], "norm", "06")
+    arrow((cx, 28.5), (cx, 25))
+    box(cx, 19.5, w, 11, ["un-embedding (tied):", f"x @ embedᵀ [{D}, {V}]",
+                          "× output multiplier",
+                          multiplier(cfg.output_multiplier_scale, "1/√3", 1 / math.sqrt(3))],
+        "embed", "06")
+    arrow((cx, 14), (cx, 8.5), f"[B, T, {V}]")
+    box(cx, 5.5, w, 6, [f"logits [B, T, {V}]", "(one score per token id)"], "io")
+
+    # ---- right: one decoder layer ----
+    x0, x1, y0, y1 = 34.5, 119, 0, 95.5
+    ax.add_patch(FancyBboxPatch((x0, y0), x1 - x0, y1 - y0, facecolor="#fbf8fd",
+                                edgecolor="#9467bd", lw=1.2, ls="--", zorder=0,
+                                boxstyle="round,pad=0,rounding_size=1.5"))
+    ax.text(x0 + 1.5, y1 - 2.2, f"one decoder layer (× {L})", fontsize=10.5, fontweight="bold",
+            va="center")
+    ax.plot([cx + w / 2, x0], [63.5, y1], color="#9467bd", lw=0.8, ls=":", zorder=0)
+    ax.plot([cx + w / 2, x0], [40.5, y0], color="#9467bd", lw=0.8, ls=":", zorder=0)
+    rx = 39.5  # the residual stream
+    arrow((rx, 90.5), (rx, 2.5), lw=2.2)
+    ax.text(rx + 0.9, 90.8, f"h {act} in", fontsize=8, fontfamily="monospace",
+            color="#1a4a7a", va="center")
+    ax.text(rx + 0.9, 2.0, f"h {act} out", fontsize=8, fontfamily="monospace",
+            color="#1a4a7a", va="center")
+    ax.text(rx - 0.9, 70, "residual stream", rotation=90, fontsize=8.5, ha="right",
+            va="center", color="#444444")
+    bx, bw = 68.5, 49  # the blocks' column
+    left = bx - bw / 2
+
+    def block_in(y):  # residual -> the block's first norm
+        line([rx, left - 3], [y, y])
+        arrow((left - 3, y), (left, y))
+
+    def block_out(y_from, y):  # the block's last norm -> ⊕ on the residual
+        ax.add_patch(Circle((rx, y), 1.5, facecolor="white", edgecolor="#333333", lw=1.2,
+                            zorder=3))
+        ax.text(rx, y, "+", ha="center", va="center", fontsize=12, zorder=4)
+        line([left, left - 2.5, left - 2.5], [y_from, y_from, y])
+        arrow((left - 2.5, y), (rx + 1.5, y))
+
+    int8 = [("int8 weights + scales", "05")] if cfg.quantized else []
+    # attention block
+    block_in(87)
+    box(bx, 87, bw, 4.5, ["pre-attention RMSNorm"], "norm", "06")
+    arrow((bx, 84.75), (bx, 81.5), act)
+    att_rows = ["grouped-query attention",
+                f"q [B, T, {Nq}, {H}];  k, v [B, T, {Nk}, {H}]",
+                f"({cfg.q_per_kv} query heads share each kv head)",
+                (f"RoPE on q and k (base {cfg.rope_base:g})", "02"),
+                f"logits × {multiplier(cfg.attn_output_multiplier, f'1/√{H}', H**-0.5)}",
+                f"then the cap {cap:g}·tanh(x / {cap:g})",
+                f"causal softmax; out-projection [{Nq * H} → {D}]", *int8]
+    att_h = len(att_rows) * row_h + 2
+    att_y = 81.5 - att_h / 2
+    box(bx, att_y, bw, att_h, att_rows, "attn", "03")
+    box(107.5, att_y, 20, 15, ["KV memory", "(when decoding)", f"k, v [{L}, B, S,",
+                               f"{Nk}, {H}], step [B]", "nnx.Cache"], "kv", "03",
+        fontsize=8.5)
+    arrow((bx + bw / 2, att_y), (97.5, att_y), both=True)
+    y = att_y - att_h / 2
+    arrow((bx, y), (bx, y - 3.25), act)
+    post_attn = y - 5.5
+    box(bx, post_attn, bw, 4.5, ["post-attention RMSNorm"], "norm", "06")
+    block_out(post_attn, post_attn - 4)
+    # mixture-of-experts block
+    pre_moe = post_attn - 9
+    block_in(pre_moe)
+    box(bx, pre_moe, bw, 4.5, ["pre-MoE RMSNorm"], "norm", "06")
+    arrow((bx, pre_moe - 2.25), (bx, pre_moe - 5.5), act)
+    router_y = pre_moe - 5.5 - 4.1
+    box(bx, router_y, bw, 8.2, [f"router [{D} → {E}], fp32 softmax over {E}",
+                                f"top-{k}: gates = those {k} probabilities",
+                                "(not renormalised)"], "moe", "04")
+    arrow((bx, router_y - 4.1), (bx, router_y - 7.6), f"gates, experts [B, T, {k}]")
+    exp_rows = ["", "", f"{E} GeGLU experts; a token uses its top {k} (filled)",
+                "(gelu(x·W) ⊙ x·V) · W₁", f"W, V [{D}, {F}];  W₁ [{F}, {D}]",
+                "output = Σ gate × expert(x)", *int8]
+    exp_h = len(exp_rows) * row_h + 1.5
+    exp_y = router_y - 7.6 - exp_h / 2
+    box(bx, exp_y, bw, exp_h, exp_rows, "moe", "04")
+    n_draw = min(E, 16)
+    sw = min(3.6, (bw - 8) / n_draw - 0.6)
+    xs = bx - (n_draw - 1) * (sw + 0.6) / 2 + np.arange(n_draw) * (sw + 0.6)
+    sq_y = exp_y + exp_h / 2 - 0.75 - row_h
+    for j, xj in enumerate(xs):
+        ax.add_patch(Rectangle((xj - sw / 2, sq_y - 1.6), sw, 3.2, zorder=3, lw=0.9,
+                               facecolor="#ff7f0e" if j < k else "white", edgecolor="#8a4b08"))
+        ax.text(xj, sq_y, str(j) if (n_draw == E or j < n_draw - 1) else "…", ha="center",
+                va="center", fontsize=7.5, zorder=4)
+    y = exp_y - exp_h / 2
+    arrow((bx, y), (bx, y - 3.25), act)
+    post_moe = y - 5.5
+    box(bx, post_moe, bw, 4.5, ["post-MoE RMSNorm"], "norm", "06")
+    block_out(post_moe, post_moe - 4)
+
+    # the rest of the course, below the layer
+    ax.text(96, 11, "around the model:", fontsize=8.5, va="center", color="#444444")
+    for i, (nb, text) in enumerate((("07", "sharded over a mesh"), ("08", "loaded, generating"),
+                                    ("09", "long context")), 1):
+        badge(96, 11 - 2.5 * i, nb, ha="left")
+        ax.text(102.5, 11 - 2.5 * i, text, fontsize=8.5, va="center", color="#444444")
+    presets = {"Grok-1": GrokConfig.grok_1(), "GrokConfig.small()": GrokConfig.small(),
+               "GrokConfig.tiny()": GrokConfig.tiny()}
+    name = next((n for n, c in presets.items() if c == cfg), "GrokConfig")
+    ax.text(60, 97.8, title or f"{name}: {L} layers, D = {D}, {Nq} q / {Nk} kv heads × {H}, "
+            f"{E} experts top-{k}, F = {F}, vocabulary {V:,}", ha="center", va="center",
+            fontsize=11, fontweight="bold")
+    return fig
 
 
 # --------------------------------------------------------------------------------------------
@@ -507,9 +700,10 @@ def growth_plot(x, series: Mapping[str, Sequence[float]], *, xlabel: str = "toke
 
 
 def param_breakdown(counts: Mapping[str, int], *, active: Mapping[str, int] | None = None,
-                    title: str | None = None) -> Figure:
+                    title: str | None = None, log: bool = True) -> Figure:
     """Where the parameters live: one horizontal bar per group (count and share), and
-    optionally the parameters one token actually uses (``active``) beside them."""
+    optionally the parameters one token actually uses (``active``) beside them. ``log``:
+    a logarithmic count axis (default), so groups a thousand times smaller stay visible."""
     names = list(counts)
     total = sum(counts.values())
     vals = np.array([counts[n] for n in names], dtype=np.float64)
@@ -527,11 +721,12 @@ def param_breakdown(counts: Mapping[str, int], *, active: Mapping[str, int] | No
                 va="center", fontsize=8)
         if active and act[i] != v:
             ax.text(act[i], i + h / 2, f"  {_count(act[i])}", va="center", fontsize=8)
-    ax.set_xscale("log")
+    if log:
+        ax.set_xscale("log")
     ax.set_yticks(y, names)
     ax.invert_yaxis()
-    ax.set_xlabel("parameters (log)")
-    ax.set_xlim(right=vals.max() * 30)
+    ax.set_xlabel("parameters (log scale)" if log else "parameters")
+    ax.set_xlim(right=vals.max() * (30 if log else 1.25))
     ax.grid(alpha=0.3, axis="x", which="both")
     if active:
         ax.legend(fontsize=8, loc="lower right")
@@ -644,3 +839,198 @@ def sharding_map(arrays: Mapping[str, object], *, title: str | None = None,
                 if mesh is not None else "")
     fig.suptitle(title or f"Which device holds which block{mesh_txt}", fontsize=11)
     return fig
+
+
+# --------------------------------------------------------------------------------------------
+# interactive routing explorer (ipywidgets)
+# --------------------------------------------------------------------------------------------
+def router_probabilities(probs, k: int = 2, *, token: str | None = None, layer: int | None = None,
+                         title: str | None = None) -> Figure:
+    """One token's router probabilities over the E experts, the top-k highlighted.
+
+    ``probs`` [E] (float32 softmax of the router logits). The chosen experts' bars are drawn
+    in their expert colour with their gate; the text says how much of the probability mass
+    the top-k hold — Grok-1 uses those raw probabilities as gates, without renormalising.
+    """
+    p = np.asarray(probs, dtype=np.float64).reshape(-1)
+    E = p.size
+    if not 1 <= k <= E:
+        raise ValueError(f"k must be in 1..{E} (the number of experts), got {k}")
+    chosen = np.argsort(-p, kind="stable")[:k]
+    cmap = _expert_colors(E)
+    colors = [cmap(e) if e in chosen else "#c8c8c8" for e in range(E)]
+    fig = Figure(figsize=(4.6, 3.2), layout="constrained")
+    ax = fig.add_subplot()
+    ax.bar(range(E), p, color=colors, edgecolor="black", lw=0.6)
+    for rank, e in enumerate(chosen):
+        ax.text(e, p[e], f"#{rank + 1}\n{100 * p[e]:.0f}%", ha="center", va="bottom",
+                fontsize=8)
+    ax.axhline(1 / E, color="black", ls=":", lw=1, label=f"uniform 1/{E}")
+    ax.set_xticks(range(E))
+    ax.set_xlabel("expert")
+    ax.set_ylabel("router probability")
+    ax.set_ylim(0, min(1.0, p.max() * 1.3 + 0.05))
+    ax.legend(fontsize=7, loc="upper right")
+    where = " ".join(x for x in (f"layer {layer}" if layer is not None else "",
+                                 f"token {token!r}" if token is not None else "") if x)
+    ax.set_title(title or f"Router, {where}\ntop-{k} gates hold {100 * p[chosen].sum():.0f}% "
+                 "(not renormalised)", fontsize=9)
+    return fig
+
+
+_PNG_DPI = 90  # the explorer's figures, as PNG images in widgets
+
+
+def _png(fig: Figure) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=_PNG_DPI)
+    return buf.getvalue()
+
+
+class RoutingExplorer:
+    """Routing and attention of a model on a prompt, explored with widgets.
+
+    ``RoutingExplorer(model, tokenizer, prompt)`` runs the prompt once with
+    ``capture=True`` and keeps router probabilities, chosen experts, gates and attention
+    weights. Displayed in a notebook it is a prompt box, a layer slider, a token picker and a
+    query-head slider above three figures: the routing heatmap of every token and layer (the
+    picked token framed), the picked token's router probabilities in the picked layer, and
+    the attention map of the picked head in that layer (the picked token's row framed).
+
+    ``figures(layer, token, head)`` returns the three figures without any widget, which is
+    how the notebook keeps a static copy and how the tests check it.
+    """
+
+    def __init__(self, model, tokenizer, prompt: str = "def fibonacci(n):\n", *,
+                 max_tokens: int = 48, bos: bool = True):
+        self.model, self.tokenizer = model, tokenizer
+        self.max_tokens = int(max_tokens)
+        self.bos = bos
+        cfg = model.cfg
+        self.num_layers, self.num_experts = cfg.num_layers, cfg.num_experts
+        self.k, self.num_heads = cfg.num_selected_experts, cfg.num_q_heads
+        self.group = cfg.num_q_heads // cfg.num_kv_heads
+        self._widget = None
+        self.set_prompt(prompt)
+
+    # ---------------------------------------------------------------- data (no widgets)
+    def set_prompt(self, prompt: str) -> None:
+        """Tokenize ``prompt`` (at most ``max_tokens`` tokens) and run the model on it."""
+        import jax.numpy as jnp
+
+        if not isinstance(prompt, str) or not prompt:
+            raise ValueError("the prompt must be a non-empty string")
+        ids = self.tokenizer.encode(prompt, bos=self.bos)
+        if len(ids) > self.max_tokens:
+            ids = ids[: self.max_tokens]
+        self.prompt, self.ids = prompt, ids
+        self.labels = token_labels(self.tokenizer, ids)
+        _, cap = self.model(jnp.asarray([ids]), capture=True)
+        self.router_probs = np.asarray(cap["router_probs"], np.float32)[:, 0]  # [L, T, E]
+        self.experts = np.asarray(cap["experts"])[:, 0]  # [L, T, k]
+        self.gates = np.asarray(cap["gates"], np.float32)[:, 0]  # [L, T, k]
+        self.attention = np.asarray(cap["attention"], np.float32)[:, 0]  # [L, K, G, T, S]
+
+    def _check(self, layer: int, token: int, head: int) -> tuple[int, int, int]:
+        T = len(self.ids)
+        for name, v, n in (("layer", layer, self.num_layers), ("token", token, T),
+                           ("head", head, self.num_heads)):
+            if not isinstance(v, (int, np.integer)) or not 0 <= v < n:
+                raise ValueError(f"{name} must be an integer in 0..{n - 1}, got {v!r}")
+        return int(layer), int(token), int(head)
+
+    def figures(self, layer: int = 0, token: int = -1, head: int = 0) -> dict[str, Figure]:
+        """{"routing", "router", "attention"}: the three figures for this choice
+        (``token=-1``: the last token)."""
+        if isinstance(token, (int, np.integer)) and token < 0:
+            token = len(self.ids) + int(token)
+        layer, token, head = self._check(layer, token, head)
+        label = self.labels[token]
+        routing = routing_heatmap(self.experts[:, None], self.labels, gates=self.gates[:, None],
+                                  num_experts=self.num_experts,
+                                  title=f"Routing of the prompt (framed: token {token} "
+                                        f"{label!r}, layer {layer})")
+        ax = routing.axes[0]
+        ax.add_patch(Rectangle((layer - 0.5, token - 0.5), 1, 1, fill=False, lw=2.5,
+                               edgecolor="black"))
+        router = router_probabilities(self.router_probs[layer, token], self.k,
+                                      token=label, layer=layer)
+        kv, q = divmod(head, self.group)
+        attention = attention_maps(self.attention[layer], self.labels, kv_head=kv, q_heads=q,
+                                   title=f"Attention, layer {layer}, query head {head}")
+        T = len(self.ids)
+        attention.axes[0].add_patch(Rectangle((-0.5, token - 0.5), T, 1, fill=False, lw=1.5,
+                                              edgecolor="#1f77b4"))
+        return dict(routing=routing, router=router, attention=attention)
+
+    # ------------------------------------------------------------------------- widgets
+    @property
+    def widget(self):
+        """The ipywidgets box (built on first use)."""
+        if self._widget is None:
+            self._widget = self._build()
+        return self._widget
+
+    def _build(self):
+        import ipywidgets as w
+
+        self.prompt_box = w.Textarea(value=self.prompt, description="prompt",
+                                     layout=w.Layout(width="95%", height="4em"))
+        self.run_button = w.Button(description="run", button_style="primary")
+        self.layer_slider = w.IntSlider(value=0, min=0, max=self.num_layers - 1,
+                                        description="layer", continuous_update=False)
+        self.token_picker = w.Dropdown(description="token")
+        self.head_slider = w.IntSlider(value=0, min=0, max=self.num_heads - 1,
+                                       description="query head", continuous_update=False)
+        self.images = {name: w.Image(format="png") for name in ("routing", "router", "attention")}
+        self.status = w.HTML()
+        for name, widget in (("prompt", self.prompt_box), ("run", self.run_button),
+                             ("layer", self.layer_slider), ("token", self.token_picker),
+                             ("head", self.head_slider), ("status", self.status),
+                             *self.images.items()):
+            widget.add_class(f"grok-explorer-{name}")
+        self._set_token_options(len(self.ids) - 1)
+        self.run_button.on_click(lambda _: self._rerun())
+        for control in (self.layer_slider, self.token_picker, self.head_slider):
+            control.observe(lambda _: self.render(), names="value")
+        self.render()
+        controls = w.VBox([w.HBox([self.prompt_box, self.run_button]),
+                           w.HBox([self.layer_slider, self.token_picker, self.head_slider]),
+                           self.status])
+        figures = w.HBox([self.images["router"], self.images["attention"]])
+        box = w.VBox([controls, figures, self.images["routing"]])
+        box.add_class("grok-explorer")
+        return box
+
+    def _set_token_options(self, value: int) -> None:
+        self._quiet = True
+        self.token_picker.options = [(f"{i}: {lab}", i) for i, lab in enumerate(self.labels)]
+        self.token_picker.value = value
+        self._quiet = False
+
+    def _rerun(self) -> None:
+        try:
+            self.set_prompt(self.prompt_box.value)
+        except ValueError as e:
+            self.status.value = f"<b>cannot run:</b> {e}"
+            return
+        self._set_token_options(len(self.ids) - 1)
+        self.render()
+
+    def render(self) -> None:
+        """Redraw the three figures for the widgets' current values."""
+        if getattr(self, "_quiet", False):
+            return
+        token = self.token_picker.value
+        figs = self.figures(self.layer_slider.value, token, self.head_slider.value)
+        for name, fig in figs.items():
+            self.images[name].value = _png(fig)
+            self.images[name].width = str(round(fig.get_figwidth() * _PNG_DPI))  # as drawn
+        self.status.value = (f"{len(self.ids)} tokens · layer {self.layer_slider.value} · token "
+                             f"{token} {self.labels[token]!r} · experts "
+                             f"{self.experts[self.layer_slider.value, token].tolist()}")
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)

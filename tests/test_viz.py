@@ -160,3 +160,105 @@ def test_no_pyplot_state_and_bytes():
     assert viz.format_bytes(256 * 1024) == "256 KiB"
     assert viz.format_bytes(2 * 1024**3) == "2 GiB"
     assert viz.format_bytes(1536) == "1.5 KiB"
+
+
+def _texts(fig):
+    return "\n".join(t.get_text() for ax in fig.axes for t in ax.texts)
+
+
+def test_architecture_numbers_come_from_the_config():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    open_before = pyplot.get_fignums()
+    text = _texts(fig := viz.architecture())  # Grok-1 by default
+    _renders(fig)
+    for want in ("64 × decoder layer", "[B, T, 6144]", "q [B, T, 48, 128]", "k, v [B, T, 8, 128]",
+                 "top-2", "8 GeGLU experts", "[6144, 32768]", "[B, T, 131072]", "78.38 (= √6144)",
+                 "0.5774 (= 1/√3)", "0.08839 (= 1/√128)", "30·tanh(x / 30)", "int8", "nb 02",
+                 "nb 03", "nb 04", "nb 05", "nb 06", "nb 07"):
+        assert want in text, want
+    tiny = GrokConfig.tiny(quantized=False, num_experts=6, num_selected_experts=3)
+    small_text = _texts(viz.architecture(tiny))
+    for want in ("2 × decoder layer", "[B, T, 32]", "q [B, T, 4, 8]", "top-3", "6 GeGLU experts",
+                 f"[32, {tiny.ffn_size}]", "[B, T, 256]"):
+        assert want in small_text, want
+    for gone in ("6144", "131072", "top-2", "int8", "√"):  # no Grok-1 number or identity left
+        assert gone not in small_text, gone
+    assert pyplot.get_fignums() == open_before  # built without pyplot: nothing left open
+
+
+def test_param_breakdown_log_and_linear():
+    counts = {"experts": 3_000_000, "router": 30}
+    assert viz.param_breakdown(counts).axes[0].get_xscale() == "log"
+    linear = viz.param_breakdown(counts, log=False)
+    _renders(linear)
+    assert linear.axes[0].get_xscale() == "linear"
+
+
+def test_router_probabilities_marks_the_top_k():
+    p = np.array([0.05, 0.4, 0.05, 0.2, 0.1, 0.1, 0.05, 0.05])
+    fig = viz.router_probabilities(p, 2, token="def", layer=3)
+    _renders(fig)
+    title = fig.axes[0].get_title()
+    assert "layer 3" in title and "'def'" in title and "60%" in title, title
+    bars = fig.axes[0].patches
+    assert len(bars) == 8
+    grey = bars[0].get_facecolor()
+    coloured = [i for i, b in enumerate(bars) if b.get_facecolor() != grey]
+    assert coloured == [1, 3], coloured  # the two chosen experts; the rest share one grey
+    assert {t.get_text().split("\n")[0] for t in fig.axes[0].texts} == {"#1", "#2"}
+    with pytest.raises(ValueError, match="k must be"):
+        viz.router_probabilities(p, 9)
+
+
+class _Tok:
+    """A toy tokenizer: one id per character (+ BOS = 1), pieces are the characters."""
+
+    def __init__(self, vocab):
+        self.vocab = vocab
+
+    def encode(self, text, bos=False):
+        return ([1] if bos else []) + [4 + (ord(c) % (self.vocab - 4)) for c in text]
+
+    def piece(self, i):
+        return "[BOS]" if i == 1 else chr(ord("a") + i % 26)
+
+
+def test_routing_explorer_figures_and_widgets():
+    cfg = GrokConfig.tiny(quantized=False, compute_dtype="float32")
+    model = Grok(cfg, rngs=nnx.Rngs(0))
+    ex = viz.RoutingExplorer(model, _Tok(cfg.vocab_size), "def f(x):", max_tokens=6)
+    assert ex.ids[0] == 1 and len(ex.ids) == 6  # BOS + the first 5 characters
+    L, T = cfg.num_layers, len(ex.ids)
+    assert ex.router_probs.shape == (L, T, cfg.num_experts)
+    assert ex.attention.shape[-2:] == (T, T)
+    # the gates are the chosen experts' router probabilities (not renormalised)
+    np.testing.assert_allclose(
+        ex.gates, np.take_along_axis(ex.router_probs, ex.experts, -1), rtol=1e-6)
+    figs = ex.figures(layer=1, token=2, head=cfg.num_q_heads - 1)
+    assert set(figs) == {"routing", "router", "attention"}
+    for f in figs.values():
+        _renders(f)
+    with pytest.raises(ValueError, match="layer must be"):
+        ex.figures(layer=L)
+    with pytest.raises(ValueError, match="head must be"):
+        ex.figures(head=cfg.num_q_heads)
+
+    pytest.importorskip("ipywidgets")
+    ex.widget  # noqa: B018 - builds the widgets and draws the first figures
+    before = {k: img.value for k, img in ex.images.items()}
+    assert all(before.values()) and "layer 0" in ex.status.value
+    ex.layer_slider.value = 1
+    after = {k: img.value for k, img in ex.images.items()}
+    assert after["router"] != before["router"] and "layer 1" in ex.status.value
+    ex.token_picker.value = 1
+    assert ex.images["attention"].value != after["attention"]
+    ex.prompt_box.value = "import os"
+    ex.run_button.click()
+    assert ex.prompt == "import os" and len(ex.token_picker.options) == 6
+    ex.prompt_box.value = ""
+    ex.run_button.click()  # a bad prompt is reported in the widget, the last run is kept
+    assert "cannot run" in ex.status.value and ex.prompt == "import os"
