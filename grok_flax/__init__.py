@@ -27,7 +27,7 @@ from grok_flax.rope import RotaryEmbedding, apply_rope
 from grok_flax.router import Router
 from grok_flax.running.generate import Generator, generate
 from grok_flax.running.tokenizer import Tokenizer
-from grok_flax.scale.sharding import make_mesh, shard_module
+from grok_flax.scale.sharding import make_mesh, mesh_devices, shard_module
 
 __version__ = "0.1.0"
 
@@ -36,8 +36,8 @@ __all__ = [
     "KVMemory", "MoE", "QArray", "RMSNorm", "RotaryEmbedding", "Router", "Tokenizer",
     "abstract_model", "apply_rope", "attend_chunked", "attend_naive", "checkpoint", "demo",
     "ffn_size", "generate", "kv_bytes_per_token", "load_checkpoint", "make_mesh",
-    "param_count", "quantize", "running", "save_checkpoint", "scale", "shard_module",
-    "soft_cap", "viz",
+    "mesh_devices", "param_count", "quantize", "running", "save_checkpoint", "scale",
+    "shard_module", "soft_cap", "viz",
 ]
 
 _LAZY = ("demo", "viz")  # imported on first use (viz brings in matplotlib)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 
 import jax
 import numpy as np
@@ -61,6 +62,38 @@ ACTIVATION = ("batch", "act_seq", "act_embed")  # the residual stream [B, T, D]
 LOGITS = ("batch", "act_seq", "act_vocab")  # [B, T, V]
 
 AXES = ("data", "model")
+
+
+def mesh_devices(n: int = 8) -> list:
+    """Devices for an ``n``-device mesh: ``jax.devices()`` when the default platform has at
+    least ``n``, else the CPU's (simulated) devices, with a note on stderr saying so.
+
+    For notebooks and examples that want 8 devices wherever they run: with 1–7 accelerators
+    (one GPU, a Colab runtime) the mesh falls back to ``n`` simulated CPU devices, which exist
+    if ``jax.config.update("jax_num_cpu_devices", n)`` (or ``XLA_FLAGS=--xla_force_host_
+    platform_device_count=n``) ran before JAX started. Pass the result as ``make_mesh(...,
+    devices=...)``. Raises ``ValueError`` naming that setting if the CPU has fewer than ``n``.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    default = list(jax.devices())
+    if len(default) >= n:
+        return default
+    try:
+        cpu = list(jax.devices("cpu"))
+    except RuntimeError:  # no CPU backend (e.g. JAX_PLATFORMS=cuda)
+        cpu = []
+    platform = default[0].platform if default else "?"
+    if len(cpu) < n:
+        raise ValueError(
+            f"a {n}-device mesh needs {n} devices: the default platform ({platform}) has "
+            f"{len(default)} and the CPU {len(cpu)}. Simulate {n} CPU devices: call jax.config."
+            f"update('jax_num_cpu_devices', {n}) first thing in a fresh process or kernel "
+            f"(or set XLA_FLAGS=--xla_force_host_platform_device_count={n} before JAX starts)")
+    print(f"note: {len(default)} {platform} device(s), fewer than the {n} this mesh needs; "
+          f"using the {len(cpu)} simulated CPU devices instead (same programs, CPU speed)",
+          file=sys.stderr)
+    return cpu
 
 
 def make_mesh(data: int = 1, model: int | None = None, devices=None) -> Mesh:
