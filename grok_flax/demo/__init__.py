@@ -60,7 +60,7 @@ def run_demo(out_dir: str | Path = "runs/demo", walkthrough: bool = True) -> Non
         subprocess.run([sys.executable, str(notebooks), "--out", str(out.parent / "notebooks")],
                        check=True)
         print("\nnext: `make lab` opens the walkthrough in JupyterLab, starting at "
-              "notebooks/01_tour.ipynb (docs/walkthrough.md lists all nine)")
+              "notebooks/01_tour.ipynb (docs/walkthrough.md lists all ten)")
 
 
 # --- the bundled demo model (built by `python -m grok_flax.demo.train`) ----------------------
