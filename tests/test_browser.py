@@ -1,0 +1,250 @@
+"""The walkthrough in a real browser: JupyterLab driven by Playwright in Debian's Chromium.
+
+Starts JupyterLab on a free local port over a temporary copy of ``notebooks/``, then
+
+* opens notebook 01 and checks that its committed figures render as images;
+* opens notebook 04, runs its first cell and the routing explorer's cell, checks that the
+  explorer's three figures are drawn, picks another token and moves the layer slider, and
+  checks that the figures were redrawn — with no error output anywhere in the notebook.
+
+Needs the ``playwright`` package (in the ``dev`` extra) and a Chromium binary: the system's
+``chromium`` (Debian: ``apt-get install chromium``; ``.ci/run`` installs it) or the one named
+by ``GROK_FLAX_CHROMIUM``. Playwright's own browser download is not used. Skips, saying
+which is missing, when either is absent. A screenshot of the explorer is written to
+``runs/browser/`` (or ``GROK_FLAX_SCREENSHOTS``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+NOTEBOOKS = ROOT / "notebooks"
+EXPLORER_NB = "04_router_and_experts.ipynb"
+TOUR_NB = "01_tour.ipynb"
+
+
+def _chromium() -> str | None:
+    named = os.environ.get("GROK_FLAX_CHROMIUM")
+    if named:
+        return named if Path(named).is_file() else None
+    for name in ("chromium", "chromium-browser"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
+    chromium = _chromium()
+    if chromium is None and os.environ.get("CI") == "true":
+        pytest.fail("CI must run the browser test: .ci/run installs Debian's chromium first")
+    if chromium is None:
+        pytest.skip("no Chromium binary: install Debian's chromium (apt-get install chromium) "
+                    "or set GROK_FLAX_CHROMIUM to one")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, headless=True,
+                              args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """A JupyterLab server over a copy of the notebooks: (base url, token)."""
+    jupyter_lab = Path(sys.executable).parent / "jupyter-lab"
+    if not jupyter_lab.exists():
+        pytest.skip(f"{jupyter_lab} not found: JupyterLab is in the notebooks extra")
+    tmp = tmp_path_factory.mktemp("lab")
+    work = tmp / "notebooks"
+    shutil.copytree(NOTEBOOKS, work, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    # render every cell (JupyterLab virtualises long notebooks: off-screen cells would not be
+    # in the page to check)
+    settings = tmp / "settings" / "@jupyterlab" / "notebook-extension"
+    settings.mkdir(parents=True)
+    (settings / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
+    news = tmp / "settings" / "@jupyterlab" / "apputils-extension"
+    news.mkdir(parents=True)
+    (news / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
+    port, token = _free_port(), secrets.token_hex(16)
+    env = dict(os.environ,
+               JUPYTER_CONFIG_DIR=str(tmp / "config"), JUPYTER_DATA_DIR=str(tmp / "data"),
+               JUPYTER_RUNTIME_DIR=str(tmp / "runtime"),
+               JUPYTERLAB_SETTINGS_DIR=str(tmp / "settings"),
+               JUPYTERLAB_WORKSPACES_DIR=str(tmp / "workspaces"))
+    # the kernel is the venv's own: python3 in this interpreter's prefix
+    log = open(tmp / "lab.log", "w")  # noqa: SIM115 - closed below
+    server = subprocess.Popen(
+        [str(jupyter_lab), "--no-browser", f"--port={port}", "--ip=127.0.0.1",
+         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={work}",
+         "--LabApp.check_for_updates_class="
+         "jupyterlab.handlers.announcements.NeverCheckForUpdate",
+         *(["--allow-root"] if os.geteuid() == 0 else [])],  # CI containers run as root
+        cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=5):
+                    break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    log.flush()
+                    raise RuntimeError("JupyterLab did not start:\n"
+                                       + (tmp / "lab.log").read_text()[-3000:]) from None
+                time.sleep(0.5)
+        yield base, token
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+def _open(browser, lab, name):
+    base, token = lab
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    # a workspace of its own, so the page shows this notebook alone
+    page.goto(f"{base}/lab/workspaces/{Path(name).stem}/tree/{name}?reset&token={token}",
+              wait_until="domcontentloaded")
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
+    return page, errors
+
+
+def _no_error_outputs(page) -> None:
+    bad = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']"
+                       ", .jp-RenderedText[data-mime-type='application/vnd.jupyter.error']")
+    texts = [t for t in bad.all_inner_texts() if "Error" in t or "Traceback" in t]
+    assert not texts, "error output in the notebook:\n" + "\n---\n".join(texts)[:3000]
+
+
+def _committed_images(path: Path) -> int:
+    nb = json.loads(path.read_text())
+    return sum("image/png" in out.get("data", {}) for cell in nb["cells"]
+               for out in cell.get("outputs", []))
+
+
+def test_notebook_01_figures_render(browser, lab):
+    page, errors = _open(browser, lab, TOUR_NB)
+    try:
+        images = page.locator(".jp-OutputArea-output img")
+        images.first.wait_for(timeout=60_000)
+        # every committed figure is decoded by the browser into a real image
+        for _ in range(60):
+            sizes = page.eval_on_selector_all(
+                ".jp-OutputArea-output img",
+                "els => els.map(e => [e.complete, e.naturalWidth, e.naturalHeight])")
+            if sizes and all(c for c, _, _ in sizes):
+                break
+            page.wait_for_timeout(500)
+        assert len(sizes) == _committed_images(NOTEBOOKS / TOUR_NB) >= 2, sizes
+        assert all(w > 100 and h > 100 for _, w, h in sizes), sizes
+        _no_error_outputs(page)
+        assert not errors, errors
+    finally:
+        page.close()
+
+
+def _wait_idle(page, timeout: int = 240_000) -> None:
+    """Until the notebook's kernel is started and idle (the status bar says so)."""
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.jp-StatusBar-TextItem')]"
+        ".some(e => /\\|\\s*Idle/.test(e.innerText))", timeout=timeout)
+
+
+def _run_cell(page, cell, timeout: int = 240_000) -> None:
+    """Select ``cell`` (command mode), run it with Shift+Enter, wait until it has run."""
+    _wait_idle(page)
+    cell.scroll_into_view_if_needed()
+    cell.locator(".jp-InputPrompt").click()
+    page.keyboard.press("Escape")
+    page.keyboard.press("Shift+Enter")
+    prompt = cell.locator(".jp-InputPrompt")
+    page.wait_for_function("el => /\\[\\d+\\]/.test(el.innerText)", arg=prompt.element_handle(),
+                           timeout=timeout)
+
+
+def _sources(page):
+    return page.eval_on_selector_all(
+        ".grok-explorer .widget-image img, .grok-explorer img",
+        "els => els.map(e => e.getAttribute('src') || '')")
+
+
+def _shots() -> Path:
+    shots = Path(os.environ.get("GROK_FLAX_SCREENSHOTS", ROOT / "runs" / "browser"))
+    shots.mkdir(parents=True, exist_ok=True)
+    return shots
+
+
+def test_routing_explorer_runs_and_redraws(browser, lab, tmp_path):
+    page, errors = _open(browser, lab, EXPLORER_NB)
+    ok = False
+    try:
+        cells = page.locator(".jp-Notebook .jp-CodeCell")
+        _run_cell(page, cells.first)  # imports and the demo model
+        explorer = page.locator(".jp-CodeCell", has_text="viz.RoutingExplorer(model")
+        _run_cell(page, explorer.first)
+        page.wait_for_selector(".grok-explorer", timeout=60_000)
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('.grok-explorer img')]"
+            ".filter(e => e.naturalWidth > 100).length >= 3", timeout=240_000)
+        before = _sources(page)
+        status_before = page.locator(".grok-explorer-status").inner_text()
+
+        # pick another token in the dropdown, then move the layer slider one step right
+        page.locator(".grok-explorer-token select").select_option(index=1)
+        page.wait_for_function(
+            "before => { const now = [...document.querySelectorAll('.grok-explorer img')]"
+            ".map(e => e.getAttribute('src') || ''); return now.some((s, i) => s !== before[i]); }",
+            arg=before, timeout=120_000)
+        after_token = _sources(page)
+        handle = page.locator(".grok-explorer-layer .noUi-handle, .grok-explorer-layer "
+                              "[role='slider']").first
+        handle.focus()
+        page.keyboard.press("ArrowRight")
+        page.wait_for_function(
+            "s => document.querySelector('.grok-explorer-status').innerText.includes(s)",
+            arg="layer 1", timeout=120_000)
+        page.wait_for_function(
+            "before => { const now = [...document.querySelectorAll('.grok-explorer img')]"
+            ".map(e => e.getAttribute('src') || ''); return now.some((s, i) => s !== before[i]); }",
+            arg=after_token, timeout=120_000)
+        status_after = page.locator(".grok-explorer-status").inner_text()
+        assert "layer 0" in status_before and "layer 1" in status_after, (status_before,
+                                                                          status_after)
+        assert status_after != status_before
+        page.locator(".grok-explorer").screenshot(path=str(_shots() / "routing_explorer.png"))
+        _no_error_outputs(page)
+        assert not errors, errors
+        ok = True
+    finally:
+        if not ok:  # what the page showed when it failed
+            page.screenshot(path=str(_shots() / "routing_explorer_failed.png"), full_page=True)
+        page.close()
