@@ -29,8 +29,11 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/python -m grok_flax demo
 
+# the suite in 2 worker processes (pytest-xdist), a test file per worker at a time: most tests
+# are single-threaded XLA compiles, so 2 cores run two of them at once
+PYTEST_WORKERS ?= 2
 test: setup lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=15
 
 lint: setup
 	$(BIN)/ruff check grok_flax tests benchmarks
