@@ -41,8 +41,10 @@ lint: setup
 notebooks: setup
 	$(BIN)/python notebooks/run_all.py
 
+# JupyterLab refuses to start as root unless told (containers often run as root)
+LAB_FLAGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
 lab: setup
-	$(BIN)/jupyter lab notebooks/01_tour.ipynb
+	$(BIN)/jupyter lab notebooks/01_tour.ipynb $(LAB_FLAGS)
 
 bench: setup
 	$(BIN)/python -m benchmarks.run_all
