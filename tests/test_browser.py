@@ -126,9 +126,9 @@ def lab(tmp_path_factory):
         log.close()
 
 
-def _open(browser, lab, name):
+def _open(browser, lab, name, height: int = 1000):
     base, token = lab
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page = browser.new_page(viewport={"width": 1400, "height": height})
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     # a workspace of its own, so the page shows this notebook alone
@@ -204,7 +204,7 @@ def _shots() -> Path:
 
 
 def test_routing_explorer_runs_and_redraws(browser, lab, tmp_path):
-    page, errors = _open(browser, lab, EXPLORER_NB)
+    page, errors = _open(browser, lab, EXPLORER_NB, height=2000)  # the whole explorer in view
     ok = False
     try:
         cells = page.locator(".jp-Notebook .jp-CodeCell")
