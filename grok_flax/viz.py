@@ -844,19 +844,24 @@ def sharding_map(arrays: Mapping[str, object], *, title: str | None = None,
 # --------------------------------------------------------------------------------------------
 # interactive routing explorer (ipywidgets)
 # --------------------------------------------------------------------------------------------
-def router_probabilities(probs, k: int = 2, *, token: str | None = None, layer: int | None = None,
-                         title: str | None = None) -> Figure:
+def router_probabilities(probs, k: int = 2, *, experts=None, token: str | None = None,
+                         layer: int | None = None, title: str | None = None) -> Figure:
     """One token's router probabilities over the E experts, the top-k highlighted.
 
-    ``probs`` [E] (float32 softmax of the router logits). The chosen experts' bars are drawn
-    in their expert colour with their gate; the text says how much of the probability mass
-    the top-k hold — Grok-1 uses those raw probabilities as gates, without renormalising.
+    ``probs`` [E] (float32 softmax of the router logits); ``experts`` [k]: the experts the
+    model chose (from ``capture``; default: the k largest of ``probs``). The chosen experts'
+    bars are drawn in their expert colour with their gate; the text says how much of the
+    probability mass they hold — Grok-1 uses those raw probabilities as gates, without
+    renormalising.
     """
     p = np.asarray(probs, dtype=np.float64).reshape(-1)
     E = p.size
     if not 1 <= k <= E:
         raise ValueError(f"k must be in 1..{E} (the number of experts), got {k}")
-    chosen = np.argsort(-p, kind="stable")[:k]
+    chosen = (np.argsort(-p, kind="stable")[:k] if experts is None
+              else np.asarray(experts, dtype=int).reshape(-1))
+    if len(chosen) != k or not all(0 <= e < E for e in chosen):
+        raise ValueError(f"experts must be {k} expert ids in 0..{E - 1}, got {experts!r}")
     cmap = _expert_colors(E)
     colors = [cmap(e) if e in chosen else "#c8c8c8" for e in range(E)]
     fig = Figure(figsize=(4.6, 3.2), layout="constrained")
@@ -913,6 +918,7 @@ class RoutingExplorer:
         self.k, self.num_heads = cfg.num_selected_experts, cfg.num_q_heads
         self.group = cfg.num_q_heads // cfg.num_kv_heads
         self._widget = None
+        self._quiet = False  # True while the token list is replaced: no redraw per change
         self.set_prompt(prompt)
 
     # ---------------------------------------------------------------- data (no widgets)
@@ -956,7 +962,8 @@ class RoutingExplorer:
         ax.add_patch(Rectangle((layer - 0.5, token - 0.5), 1, 1, fill=False, lw=2.5,
                                edgecolor="black"))
         router = router_probabilities(self.router_probs[layer, token], self.k,
-                                      token=label, layer=layer)
+                                      experts=self.experts[layer, token], token=label,
+                                      layer=layer)
         kv, q = divmod(head, self.group)
         attention = attention_maps(self.attention[layer], self.labels, kv_head=kv, q_heads=q,
                                    title=f"Attention, layer {layer}, query head {head}")
@@ -1021,7 +1028,7 @@ class RoutingExplorer:
 
     def render(self) -> None:
         """Redraw the three figures for the widgets' current values."""
-        if getattr(self, "_quiet", False):
+        if self._quiet:
             return
         token = self.token_picker.value
         figs = self.figures(self.layer_slider.value, token, self.head_slider.value)

@@ -191,10 +191,18 @@ def _run_cell(page, cell, timeout: int = 240_000) -> None:
                            timeout=timeout)
 
 
-def _sources(page):
-    return page.eval_on_selector_all(
-        ".grok-explorer .widget-image img, .grok-explorer img",
-        "els => els.map(e => e.getAttribute('src') || '')")
+_EXPLORER_IMAGES = "[...document.querySelectorAll('.grok-explorer img')]"
+
+
+def _sources(page) -> list[str]:
+    return page.evaluate(f"() => {_EXPLORER_IMAGES}.map(e => e.getAttribute('src') || '')")
+
+
+def _wait_redrawn(page, before: list[str]) -> None:
+    """Until at least one of the explorer's images differs from ``before``."""
+    page.wait_for_function(
+        f"before => {_EXPLORER_IMAGES}.some((e, i) => (e.getAttribute('src') || '') "
+        "!== before[i])", arg=before, timeout=120_000)
 
 
 def _shots() -> Path:
@@ -213,17 +221,14 @@ def test_routing_explorer_runs_and_redraws(browser, lab, tmp_path):
         _run_cell(page, explorer.first)
         page.wait_for_selector(".grok-explorer", timeout=60_000)
         page.wait_for_function(
-            "() => [...document.querySelectorAll('.grok-explorer img')]"
-            ".filter(e => e.naturalWidth > 100).length >= 3", timeout=240_000)
+            f"() => {_EXPLORER_IMAGES}.filter(e => e.naturalWidth > 100).length >= 3",
+            timeout=240_000)
         before = _sources(page)
         status_before = page.locator(".grok-explorer-status").inner_text()
 
         # pick another token in the dropdown, then move the layer slider one step right
         page.locator(".grok-explorer-token select").select_option(index=1)
-        page.wait_for_function(
-            "before => { const now = [...document.querySelectorAll('.grok-explorer img')]"
-            ".map(e => e.getAttribute('src') || ''); return now.some((s, i) => s !== before[i]); }",
-            arg=before, timeout=120_000)
+        _wait_redrawn(page, before)
         after_token = _sources(page)
         handle = page.locator(".grok-explorer-layer .noUi-handle, .grok-explorer-layer "
                               "[role='slider']").first
@@ -232,10 +237,7 @@ def test_routing_explorer_runs_and_redraws(browser, lab, tmp_path):
         page.wait_for_function(
             "s => document.querySelector('.grok-explorer-status').innerText.includes(s)",
             arg="layer 1", timeout=120_000)
-        page.wait_for_function(
-            "before => { const now = [...document.querySelectorAll('.grok-explorer img')]"
-            ".map(e => e.getAttribute('src') || ''); return now.some((s, i) => s !== before[i]); }",
-            arg=after_token, timeout=120_000)
+        _wait_redrawn(page, after_token)
         status_after = page.locator(".grok-explorer-status").inner_text()
         assert "layer 0" in status_before and "layer 1" in status_after, (status_before,
                                                                           status_after)

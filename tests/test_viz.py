@@ -212,6 +212,15 @@ def test_router_probabilities_marks_the_top_k():
     assert {t.get_text().split("\n")[0] for t in fig.axes[0].texts} == {"#1", "#2"}
     with pytest.raises(ValueError, match="k must be"):
         viz.router_probabilities(p, 9)
+    # the model's own choice is drawn when given (here a tie the model broke the other way)
+    tie = np.array([0.3, 0.3, 0.2, 0.2, 0.0, 0.0, 0.0, 0.0])
+    fig = viz.router_probabilities(tie, 2, experts=[1, 2])
+    bars = fig.axes[0].patches
+    grey = bars[0].get_facecolor()  # expert 0 is not chosen here
+    assert [i for i, b in enumerate(bars) if b.get_facecolor() != grey] == [1, 2]
+    assert "top-2 gates hold 50%" in fig.axes[0].get_title()
+    with pytest.raises(ValueError, match="experts must be 2 expert ids in 0..7"):
+        viz.router_probabilities(tie, 2, experts=[1, 8])
 
 
 class _Tok:
