@@ -1,20 +1,24 @@
 # grok_flax — the two commands of the README:
-#   make demo   set up .venv, run the demo model (generation + routing figure, runs/demo/) and
-#               execute the walkthrough notebooks (executed copies in runs/notebooks/)
-#   make test   set up .venv and run ruff + the whole test suite (what CI runs)
-#   make lab    set up .venv and open the walkthrough notebooks in JupyterLab
+#   make demo       set up .venv, run the demo model (generation + routing figure, runs/demo/)
+#                   and execute the walkthrough notebooks (executed copies in runs/notebooks/)
+#   make test       set up .venv and run the linters + the whole test suite (what CI runs)
+# and, while working:
+#   make test-fast  every test but the slow tiers (notebooks, browser, multihost, slow): ~3 min
+#   make lint       ruff check + ruff format --check;  make format  applies ruff format
+#   make lab        set up .venv and open the walkthrough notebooks in JupyterLab
 # a Python >= 3.12 (python3.13 / python3.12 / python3 on PATH, else a pyenv-installed one);
 # override with `make PYTHON=/path/to/python3.12 ...`
 PYTHON ?= $(shell sh tools/find_python.sh 2>/dev/null)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+LAB_OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.json
 export XLA_FLAGS ?= --xla_force_host_platform_device_count=8
 export JAX_PLATFORMS ?= cpu
 
-.PHONY: setup demo test lint notebooks lab bench clean
+.PHONY: setup demo test test-fast lint format notebooks lab bench clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(LAB_OVERRIDES)
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || sh tools/find_python.sh >/dev/null
@@ -26,24 +30,45 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
+# JupyterLab's defaults for this venv: never ask about the Jupyter news feed (tests/test_browser.py
+# gives its own server the same overrides)
+$(LAB_OVERRIDES): $(STAMP)
+	mkdir -p $(dir $@)
+	printf '%s\n' '{"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": false}}' > $@
+
 demo: setup
 	$(BIN)/python -m grok_flax demo
 
 # the suite in 2 worker processes (pytest-xdist), a test file per worker at a time: most tests
-# are single-threaded XLA compiles, so 2 cores run two of them at once
+# are single-threaded XLA compiles, so 2 cores run two of them at once. -rs says why a test
+# skipped (e.g. the released tokenizer in ../shared/ is absent).
 PYTEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile -rs
 test: setup lint
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=15
+	$(PYTEST) --durations=15
 
+# the quick loop: the tiers marked in pyproject.toml (notebooks, browser, multihost, slow) left out
+test-fast: setup lint
+	$(PYTEST) -m "not (slow or notebooks or browser or multihost)" --durations=5
+
+LINTED := grok_flax tests benchmarks notebooks/run_all.py
 lint: setup
-	$(BIN)/ruff check grok_flax tests benchmarks
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+
+format: setup
+	$(BIN)/ruff format $(LINTED)
+	$(BIN)/ruff check --fix $(LINTED)
 
 notebooks: setup
 	$(BIN)/python notebooks/run_all.py
 
 # JupyterLab refuses to start as root unless told (containers often run as root)
 LAB_FLAGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
-lab: setup
+# the shipped notebooks open trusted: signed for this user (the signatures live in a per-user
+# database, ~/.local/share/jupyter/nbsignatures.db), again each time as their content changes
+lab: setup $(LAB_OVERRIDES)
+	$(BIN)/jupyter trust notebooks/*.ipynb
 	$(BIN)/jupyter lab notebooks/01_tour.ipynb $(LAB_FLAGS)
 
 bench: setup

@@ -157,11 +157,11 @@ def _tiled(cfg, tile, x, e, w):
 def chunk_rows(lengths=(8192, 32768), chunks=(512, 1024, 2048), repeats: int = 3,
                heads=(8, 6, 128)) -> list[dict]:
     """Chunked attention's block size at long contexts (bf16, Grok-1 heads)."""
-    K, G, H = heads
+    K, R, H = heads
     rows = []
     for T in lengths:
         ks = jax.random.split(jax.random.key(T), 3)
-        q = (jax.random.normal(ks[0], (1, T, K, G, H)) * 2).astype(jnp.bfloat16)
+        q = (jax.random.normal(ks[0], (1, T, K, R, H)) * 2).astype(jnp.bfloat16)
         k = (jax.random.normal(ks[1], (1, T, K, H)) * 2).astype(jnp.bfloat16)
         v = jax.random.normal(ks[2], (1, T, K, H)).astype(jnp.bfloat16)
         pos = jnp.broadcast_to(jnp.arange(T), (1, T))
@@ -179,11 +179,11 @@ def chunk_rows(lengths=(8192, 32768), chunks=(512, 1024, 2048), repeats: int = 3
 
 def attention_rows(lengths=(2048, 4096, 8192, 32768), repeats: int = 5, chunk: int = 512,
                    heads=(8, 6, 128), naive_max: int = 8192):
-    K, G, H = heads  # Grok-1: 48 query heads sharing 8 kv heads of 128
+    K, R, H = heads  # Grok-1: 48 query heads sharing 8 kv heads of 128
     rows = []
     for T in lengths:
         ks = jax.random.split(jax.random.key(T), 3)
-        q32 = jax.random.normal(ks[0], (1, T, K, G, H)) * 2
+        q32 = jax.random.normal(ks[0], (1, T, K, R, H)) * 2
         k32 = jax.random.normal(ks[1], (1, T, K, H)) * 2
         v32 = jax.random.normal(ks[2], (1, T, K, H))
         pos = jnp.broadcast_to(jnp.arange(T), (1, T))

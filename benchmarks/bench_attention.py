@@ -12,14 +12,14 @@ import jax.numpy as jnp
 from benchmarks.common import interleaved, load_line, machine, table, temp_bytes
 from grok_flax.attention import attend_chunked, attend_naive
 
-B, K, G, H = 1, 2, 2, 64  # 4 query heads sharing 2 kv heads
+B, K, R, H = 1, 2, 2, 64  # 4 query heads sharing 2 kv heads
 
 
 def main(lengths=(2048, 4096, 8192), repeats: int = 5, chunk: int = 512) -> list[dict]:
     rows = []
     for T in lengths:
         ks = jax.random.split(jax.random.key(T), 3)
-        q = jax.random.normal(ks[0], (B, T, K, G, H)) * 2
+        q = jax.random.normal(ks[0], (B, T, K, R, H)) * 2
         k = jax.random.normal(ks[1], (B, T, K, H)) * 2
         v = jax.random.normal(ks[2], (B, T, K, H))
         pos = jnp.broadcast_to(jnp.arange(T), (B, T))
@@ -48,4 +48,4 @@ def main(lengths=(2048, 4096, 8192), repeats: int = 5, chunk: int = 512) -> list
 
 if __name__ == "__main__":
     print(load_line(), flush=True)
-    print(table(main(), f"Attention, GQA {K}×{G} heads of {H}, chunk 512 ({machine()})"))
+    print(table(main(), f"Attention, GQA {K}×{R} heads of {H}, chunk 512 ({machine()})"))

@@ -16,7 +16,8 @@ from flax import nnx  # noqa: E402
 
 from benchmarks.common import load_line, machine, table  # noqa: E402
 from grok_flax import GrokConfig, KVMemory, abstract_model  # noqa: E402
-from grok_flax.scale.sharding import batch_sharding, make_mesh, state_shardings  # noqa: E402
+from grok_flax.scale.mesh import make_mesh  # noqa: E402
+from grok_flax.scale.sharding import batch_sharding, state_shardings  # noqa: E402
 
 
 def _abstract(tree, shardings):

@@ -25,7 +25,8 @@ from flax import nnx  # noqa: E402
 from benchmarks.common import load_line, machine, table  # noqa: E402
 from grok_flax import Grok, GrokConfig  # noqa: E402
 from grok_flax.running.generate import Generator  # noqa: E402
-from grok_flax.scale.sharding import make_mesh, shard_module  # noqa: E402
+from grok_flax.scale.mesh import make_mesh  # noqa: E402
+from grok_flax.scale.sharding import shard_module  # noqa: E402
 
 # 2 layers, Grok-1's vocabulary, everything else tiny: the per-token work is dominated by
 # what surrounds the layers (un-embedding 131072 logits, sampling, the step's dispatch)
@@ -76,9 +77,9 @@ def grok1_decode_writes(context: int = 8192, batch: int = 1) -> list[dict]:
     and over the mesh, next to what rewriting each layer's whole K/V slice would cost."""
     import jax
 
+    from benchmarks.hlo import hlo_writes_into
     from grok_flax.kv_memory import KVMemory
-    from grok_flax.running.generate import decode_step
-    from grok_flax.scale.plan import hlo_writes_into
+    from grok_flax.running.steps import decode_step
     from grok_flax.scale.sharding import abstract_state, batch_sharding
 
     cfg = GrokConfig.grok_1(compute_dtype="bfloat16", sequence_len=context)

@@ -1,12 +1,15 @@
 """grok_flax: Grok-1, xAI's 314B mixture-of-experts LLM, built piece by piece in Flax NNX.
 
 The model, one file per component (each taught by a notebook): ``config``, ``rope``,
-``norm``, ``attention``, ``router``, ``moe``, ``quant``, ``kv_memory``, ``layer``, ``model``.
+``norm``, ``attention``, ``router``, ``moe``, ``quant``, ``kv_memory``, ``layer``, ``model``;
+with them ``axes`` (logical axis names → mesh axes) and ``inputs`` (the forward pass's input
+checks). The core imports only the core.
 Around it, grouped by role (see docs/architecture.md):
 
 - ``grok_flax.checkpoint``: the released files — read (no pickle runs), written, loaded, converted;
-- ``grok_flax.running``: generate text — tokenizer, sampling, prefill and decode steps;
-- ``grok_flax.scale``: meshes and sharding rules, the memory plan, several processes;
+- ``grok_flax.running``: generate text — tokenizer, sampling, the prefill and decode steps,
+  the memory plan of serving on a mesh;
+- ``grok_flax.scale``: meshes, placing arrays on them, several processes;
 - ``grok_flax.demo``: the small bundled model — its corpus, training, evaluation;
 - ``grok_flax.viz``: figures of routing, attention, RoPE, sharding (matplotlib Figures).
 """
@@ -27,7 +30,8 @@ from grok_flax.rope import RotaryEmbedding, apply_rope
 from grok_flax.router import Router
 from grok_flax.running.generate import Generator, generate
 from grok_flax.running.tokenizer import Tokenizer
-from grok_flax.scale.sharding import make_mesh, mesh_devices, shard_module
+from grok_flax.scale.mesh import make_mesh, mesh_devices
+from grok_flax.scale.sharding import shard_module
 
 __version__ = "0.1.0"
 

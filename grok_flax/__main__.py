@@ -9,6 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+DESCRIPTION = ("Grok-1 in Flax NNX: inspect, run, convert and plan checkpoints in the "
+               "release's format. Every user error exits with status 2 and one line on stderr.")
+
 
 def _cmd_inspect(args) -> int:
     from grok_flax.checkpoint import inspect_checkpoint
@@ -24,6 +27,10 @@ def _cmd_inspect(args) -> int:
         print(f"{r['file']:<16} {r['name']:<58} {str(r['shape']):<22} {r['dtype']:<9} "
               f"{'Q' if r['quantized'] else '':<2} {r['bytes']:>14,}")
     print(f"{len(rows)} tensors, {total:,} bytes ({total / 1e9:.2f} GB)")
+    bad = sum("error" in r for r in rows)
+    if bad:
+        raise ValueError(f"{bad} of {len(rows)} tensors could not be read (the ERROR rows "
+                         f"above)")
     return 0
 
 
@@ -35,7 +42,7 @@ def _simulate_devices_for(mesh_text: str | None) -> None:
     if not mesh_text or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS",
                                                                                    ""):
         return
-    from grok_flax.scale.sharding import parse_mesh_spec
+    from grok_flax.scale.mesh import parse_mesh_spec
 
     shape = parse_mesh_spec(mesh_text)
     n = shape["data"] * shape["model"]
@@ -63,7 +70,7 @@ def _check_generate_args(args) -> None:
     if args.checkpoint is not None and args.tokenizer is None:
         raise ValueError("--checkpoint needs --tokenizer (the release's tokenizer.model)")
     if args.mesh:
-        from grok_flax.scale.sharding import parse_mesh_spec
+        from grok_flax.scale.mesh import parse_mesh_spec
 
         parse_mesh_spec(args.mesh)
 
@@ -123,7 +130,7 @@ def _cmd_generate(args) -> int:
 
     mesh = None
     if args.mesh:
-        from grok_flax.scale.sharding import make_mesh, parse_mesh_spec
+        from grok_flax.scale.mesh import make_mesh, parse_mesh_spec
 
         mesh = make_mesh(**parse_mesh_spec(args.mesh))
     if args.checkpoint is None:
@@ -144,12 +151,8 @@ def _cmd_generate(args) -> int:
     sys.stdout.write("\n")
     r = gen.last
     if not args.quiet:
-        steady = r.steady_decode_tokens_per_s
-        steady_text = "n/a" if steady != steady else f"{steady:.1f} tok/s"
         print(f"[{len(r.prompt_tokens[0])} prompt tokens, {len(r.tokens[0])} new "
-              f"({r.finish_reasons[0]}); prefill {r.prefill_seconds:.2f} s and first decode "
-              f"step {r.first_step_seconds:.2f} s (include compilation); steady decode "
-              f"{steady_text}]", file=sys.stderr)
+              f"({r.finish_reasons[0]}); {r.speed()}]", file=sys.stderr)
     return 0
 
 
@@ -164,7 +167,7 @@ def _cmd_convert(args) -> int:
 
 
 def _cmd_plan(args) -> int:
-    from grok_flax.scale.plan import run_plan
+    from grok_flax.running.plan import run_plan
 
     return run_plan(args)
 
@@ -176,20 +179,35 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+class _Help(argparse.HelpFormatter):
+    """Help that ends each option with its default, when it has one worth showing."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (not action.option_strings or "%(default)" in text
+                or action.default in (None, False, argparse.SUPPRESS)):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The one argument tree of ``python -m grok_flax``."""
-    from grok_flax.scale.plan import add_plan_arguments
+    from grok_flax.running.plan import add_plan_arguments
 
-    parser = argparse.ArgumentParser(prog="python -m grok_flax",
-                                     description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m grok_flax", description=DESCRIPTION,
+                                     formatter_class=_Help)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    p = sub.add_parser("inspect", help="print the tensor table of a ckpt-0 (reads no data)")
+
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=text, description=text, formatter_class=_Help)
+
+    p = command("inspect", "print the tensor table of a ckpt-0 (reads no data)")
     p.add_argument("path", help="folder holding ckpt-0/, or ckpt-0/ itself")
     p.add_argument("--num-layers", type=int, default=None,
                    help="layers, for the tensor names (default: from the file count)")
     p.set_defaults(func=_cmd_inspect)
 
-    p = sub.add_parser("generate", help="stream a continuation of --prompt to stdout")
+    p = command("generate", "stream a continuation of --prompt to stdout")
     p.add_argument("--checkpoint", help="folder holding ckpt-0/ (default: the bundled demo "
                                         "model); its config.json is read when present")
     p.add_argument("--config", help="a preset (grok-1, small, tiny), a JSON file of GrokConfig "
@@ -199,37 +217,37 @@ def build_parser() -> argparse.ArgumentParser:
                                        "--checkpoint)")
     p.add_argument("--prompt", required=True, help="the text to continue")
     p.add_argument("--max-new-tokens", type=int, default=64,
-                   help="tokens to generate at most (default 64)")
+                   help="tokens to generate at most")
     p.add_argument("--temperature", type=float, default=0.0,
-                   help="sampling temperature; 0 = greedy (default)")
+                   help="sampling temperature; 0 = greedy")
     p.add_argument("--top-p", type=float, default=1.0,
                    help="nucleus sampling: keep the smallest set of tokens holding this "
-                        "probability, in (0, 1] (default 1 = off)")
+                        "probability, in (0, 1]; 1 = off")
     p.add_argument("--top-k", type=int, default=0,
-                   help="keep the k most likely tokens; 0 = off (default)")
+                   help="keep the k most likely tokens; 0 = off")
     p.add_argument("--seed", type=int, default=0,
-                   help="random seed of the sampler, in [0, 2**32) (default 0)")
+                   help="random seed of the sampler, in [0, 2**32)")
     p.add_argument("--max-len", type=int, default=None,
                    help="KV memory size in tokens (default: the config's sequence_len)")
     p.add_argument("--mesh", help="device mesh, e.g. data=1,model=8 (simulated on a CPU)")
     p.add_argument("--truncate-left", action="store_true",
-                   help="drop the start of a prompt that doesn't fit (default: error)")
+                   help="drop the start of a prompt that doesn't fit (without it: an error)")
     p.add_argument("--quiet", action="store_true", help="no progress/speed on stderr")
     p.set_defaults(func=_cmd_generate)
 
-    p = sub.add_parser("convert", help="official ckpt-0 <-> safetensors <-> orbax, exactly")
+    p = command("convert", "official ckpt-0 <-> safetensors <-> orbax, exactly")
     p.add_argument("src", help="official folder, *.safetensors, or *.orbax folder")
     p.add_argument("dst", help="official folder, *.safetensors, or *.orbax folder")
     p.add_argument("--config", help="preset, GrokConfig JSON file or folder (needed when SRC "
                                     "is an official checkpoint without config.json)")
     p.set_defaults(func=_cmd_convert)
 
-    p = sub.add_parser("plan", help="per-device memory of the full model on a mesh (AOT)")
+    p = command("plan", "per-device memory of the full model on a mesh (AOT)")
     add_plan_arguments(p)
     p.set_defaults(func=_cmd_plan)
 
-    p = sub.add_parser("demo", help="the demo: the bundled model generates, then the "
-                                    "walkthrough notebooks run")
+    p = command("demo", "the demo: the bundled model generates, then the walkthrough "
+                        "notebooks run")
     p.set_defaults(func=_cmd_demo)
     return parser
 

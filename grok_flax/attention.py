@@ -1,7 +1,8 @@
 """Grouped-query attention with Grok-1's soft-capped logits, naive and chunked.
 
-Grok-1 has 48 query heads sharing 8 key/value heads (6 queries per KV head). Queries are kept
-as ``[B, T, K, G, H]`` (K kv-heads × G queries each) so K/V are never repeated in memory.
+Grok-1 has 48 query heads sharing 8 key/value heads: R = 6 query heads read each KV head.
+Queries are kept as ``[B, T, K, R, H]`` (K kv-heads × R query heads each) so K/V are never
+repeated in memory; query head ``k·R + r`` reads KV head ``k``.
 Logits are made fp32, multiplied by ``attn_output_multiplier``, squashed by
 ``30·tanh(x/30)`` (no logit can exceed ±30), masked with -1e30 and soft-maxed in fp32.
 
@@ -42,22 +43,22 @@ def visibility(q_pos: jax.Array, k_pos: jax.Array, k_valid: jax.Array) -> jax.Ar
 
 
 def _logits(q, k, multiplier, cap):
-    # q [B, T, K, G, H], k [B, S, K, H] -> [B, K, G, T, S] fp32 (dot in the activation dtype,
+    # q [B, T, K, R, H], k [B, S, K, H] -> [B, K, R, T, S] fp32 (dot in the activation dtype,
     # as the reference, then fp32 for everything after).
-    logits = jnp.einsum("btkgh,bskh->bkgts", q, k).astype(jnp.float32)
+    logits = jnp.einsum("btkrh,bskh->bkrts", q, k).astype(jnp.float32)
     return soft_cap(logits * multiplier, cap)
 
 
 def attend_naive(q, k, v, q_pos, k_pos, k_valid, *, multiplier: float, cap: float = 30.0,
                  return_weights: bool = False):
-    """Reference attention. q [B,T,K,G,H]; k, v [B,S,K,H]; q_pos [B,T]; k_pos, k_valid [B,S].
+    """Reference attention. q [B,T,K,R,H]; k, v [B,S,K,H]; q_pos [B,T]; k_pos, k_valid [B,S].
 
-    Returns out [B, T, K, G, H] (and weights [B, K, G, T, S] fp32 if asked).
+    Returns out [B, T, K, R, H] (and weights [B, K, R, T, S] fp32 if asked).
     """
     logits = _logits(q, k, multiplier, cap)
     mask = visibility(q_pos, k_pos, k_valid)[:, None, None]  # [B, 1, 1, T, S]
     weights = jax.nn.softmax(jnp.where(mask, logits, MASK_VALUE), axis=-1)
-    out = jnp.einsum("bkgts,bskh->btkgh", weights.astype(v.dtype), v)
+    out = jnp.einsum("bkrts,bskh->btkrh", weights.astype(v.dtype), v)
     return (out, weights) if return_weights else out
 
 
@@ -78,11 +79,11 @@ def attend_chunked(q, k, v, q_pos, k_pos, k_valid, *, multiplier: float, cap: fl
     sum acc (fp32): ``acc ← acc·e^(m_old - m) + e^(s - m)·V``. Blocks that no query of the
     block can see (above the causal diagonal, or only invalid keys) are skipped.
     """
-    B, T, K, G, H = q.shape
+    B, T, K, R, H = q.shape
     S = k.shape[1]
     qc, kc = min(chunk, T), min(chunk, S)
     nq, nk = -(-T // qc), -(-S // kc)
-    qp = _pad_axis1(q, nq * qc, 0).reshape(B, nq, qc, K, G, H).swapaxes(0, 1)
+    qp = _pad_axis1(q, nq * qc, 0).reshape(B, nq, qc, K, R, H).swapaxes(0, 1)
     qpos = _pad_axis1(q_pos, nq * qc, -1).reshape(B, nq, qc).swapaxes(0, 1)
     kp = _pad_axis1(k, nk * kc, 0).reshape(B, nk, kc, K, H).swapaxes(0, 1)
     vp = _pad_axis1(v, nk * kc, 0).reshape(B, nk, kc, K, H).swapaxes(0, 1)
@@ -90,7 +91,7 @@ def attend_chunked(q, k, v, q_pos, k_pos, k_valid, *, multiplier: float, cap: fl
     kval = _pad_axis1(k_valid, nk * kc, False).reshape(B, nk, kc).swapaxes(0, 1)
 
     def one_query_block(args):
-        qb, qpos_b = args  # [B, qc, K, G, H], [B, qc]
+        qb, qpos_b = args  # [B, qc, K, R, H], [B, qc]
 
         def step(carry, kv_block):
             m, l, acc = carry
@@ -100,39 +101,39 @@ def attend_chunked(q, k, v, q_pos, k_pos, k_valid, *, multiplier: float, cap: fl
             def compute(carry):
                 m, l, acc = carry
                 s = jnp.where(visible, _logits(qb, kb, multiplier, cap), MASK_VALUE)
-                m_new = jnp.maximum(m, s.max(axis=-1))  # [B, K, G, qc]
+                m_new = jnp.maximum(m, s.max(axis=-1))  # [B, K, R, qc]
                 p = jnp.exp(s - m_new[..., None])
                 corr = jnp.exp(m - m_new)
                 l = l * corr + p.sum(axis=-1)
-                pv = jnp.einsum("bkgts,bskh->bkgth", p, vb.astype(jnp.float32))
+                pv = jnp.einsum("bkrts,bskh->bkrth", p, vb.astype(jnp.float32))
                 return m_new, l, acc * corr[..., None] + pv
 
             return jax.lax.cond(jnp.any(visible), compute, lambda c: c, carry), None
 
-        init = (jnp.full((B, K, G, qc), MASK_VALUE, jnp.float32),
-                jnp.zeros((B, K, G, qc), jnp.float32),
-                jnp.zeros((B, K, G, qc, H), jnp.float32))
+        init = (jnp.full((B, K, R, qc), MASK_VALUE, jnp.float32),
+                jnp.zeros((B, K, R, qc), jnp.float32),
+                jnp.zeros((B, K, R, qc, H), jnp.float32))
         (m, l, acc), _ = jax.lax.scan(step, init, (kp, vp, kpos, kval))
-        out = acc / jnp.maximum(l, 1e-30)[..., None]  # [B, K, G, qc, H]
-        return out.transpose(0, 3, 1, 2, 4).astype(v.dtype)  # [B, qc, K, G, H]
+        out = acc / jnp.maximum(l, 1e-30)[..., None]  # [B, K, R, qc, H]
+        return out.transpose(0, 3, 1, 2, 4).astype(v.dtype)  # [B, qc, K, R, H]
 
-    out = jax.lax.map(one_query_block, (qp, qpos))  # [nq, B, qc, K, G, H]
-    return out.swapaxes(0, 1).reshape(B, nq * qc, K, G, H)[:, :T]
+    out = jax.lax.map(one_query_block, (qp, qpos))  # [nq, B, qc, K, R, H]
+    return out.swapaxes(0, 1).reshape(B, nq * qc, K, R, H)[:, :T]
 
 
 def attend_tokamax(q, k, v, q_pos, k_pos, k_valid, *, multiplier: float, cap: float = 30.0,
                    implementation=None):
     """``attend_naive``'s function through tokamax's fused attention (GQA: query head
-    ``k·G + g`` reads kv head ``k``). ``implementation``: tokamax's choice of kernel (None:
+    ``k·R + r`` reads KV head ``k``). ``implementation``: tokamax's choice of kernel (None:
     the best available on this platform)."""
     import tokamax  # optional: pip install 'grok_flax[kernels]'
 
-    B, T, K, G, H = q.shape
+    B, T, K, R, H = q.shape
     mask = visibility(q_pos, k_pos, k_valid)[:, None]  # [B, 1, T, S]
     out = tokamax.dot_product_attention(
-        q.reshape(B, T, K * G, H), k, v, mask=mask, scale=multiplier, logits_soft_cap=cap,
+        q.reshape(B, T, K * R, H), k, v, mask=mask, scale=multiplier, logits_soft_cap=cap,
         implementation=implementation)
-    return out.reshape(B, T, K, G, H).astype(v.dtype)
+    return out.reshape(B, T, K, R, H).astype(v.dtype)
 
 
 class Attention(nnx.Module):
@@ -153,7 +154,7 @@ class Attention(nnx.Module):
                                    logical=("q_heads", "embed"), **lin)  # [Nq·H, D]
         self.rope = RotaryEmbedding(H, cfg.rope_base)
 
-    def __call__(self, x, positions, kv=None, *, k_pos=None, k_valid, step=None, layer=0,
+    def __call__(self, x, positions, kv=None, *, k_valid, step=None, layer=0,
                  return_weights: bool = False):
         """x [B, T, D]; positions [B, T].
 
@@ -166,12 +167,12 @@ class Attention(nnx.Module):
         """
         cfg = self.cfg
         B, T, _ = x.shape
-        K, G, H = cfg.num_kv_heads, cfg.q_per_kv, cfg.key_size
+        K, R, H = cfg.num_kv_heads, cfg.q_per_kv, cfg.key_size
         with jax.named_scope("qkv"):
-            q = matmul(x, self.query.get_value()).reshape(B, T, K * G, H)
+            q = matmul(x, self.query.get_value()).reshape(B, T, K * R, H)
             k = matmul(x, self.key.get_value()).reshape(B, T, K, H)
             v = matmul(x, self.value.get_value()).reshape(B, T, K, H)
-        q = self.rope(q, positions).reshape(B, T, K, G, H)  # [B, T, K, G, H]
+        q = self.rope(q, positions).reshape(B, T, K, R, H)  # [B, T, K, R, H]
         k = self.rope(k, positions)
         new_kv = None
         if kv is not None:
@@ -181,7 +182,7 @@ class Attention(nnx.Module):
                 new_kv = (k_stack, v_stack)
                 k, v = k_stack[layer], v_stack[layer]  # [B, S, K, H]: read this layer
                 k_pos = jnp.broadcast_to(jnp.arange(k.shape[1]), (B, k.shape[1]))
-        elif k_pos is None:
+        else:  # keys are this call's tokens, at the queries' positions
             k_pos = positions
         weights = None
         args = (q, k.astype(x.dtype), v.astype(x.dtype), positions, k_pos, k_valid)
@@ -197,5 +198,5 @@ class Attention(nnx.Module):
             else:
                 out = attend_chunked(*args, chunk=cfg.attention_chunk, **kw)
         with jax.named_scope("out_proj"):
-            out = matmul(out.reshape(B, T, K * G * H), self.linear.get_value())
+            out = matmul(out.reshape(B, T, K * R * H), self.linear.get_value())
         return out, new_kv, weights

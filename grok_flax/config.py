@@ -148,7 +148,7 @@ class GrokConfig:
 
     @property
     def q_per_kv(self) -> int:
-        """Query heads per key/value head (Grok-1: 6)."""
+        """Query heads per key/value head: R in ``attention.py`` (Grok-1: 6)."""
         return self.num_q_heads // self.num_kv_heads
 
     @property
@@ -192,6 +192,11 @@ class GrokConfig:
         base.update(overrides)
         return cls(**base)
 
+    @classmethod
+    def presets(cls) -> dict[str, Any]:
+        """The presets by name, as ``load`` and ``--config`` accept them."""
+        return {"grok-1": cls.grok_1, "small": cls.small, "tiny": cls.tiny}
+
     # --- serialisation ---
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -232,10 +237,9 @@ class GrokConfig:
         file of fields (the others take Grok-1's values), a folder holding ``config.json``,
         or JSON text. The one loader behind every ``--config``."""
         text = str(source).strip()
-        presets = {"grok-1": cls.grok_1, "grok_1": cls.grok_1, "small": cls.small,
-                   "tiny": cls.tiny}
-        if text in presets:
-            return presets[text]()
+        presets = cls.presets()
+        if text.replace("_", "-") in presets:
+            return presets[text.replace("_", "-")]()
         if text.startswith("{"):
             return cls.from_json(text)
         path = Path(text)

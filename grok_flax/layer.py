@@ -14,11 +14,11 @@ import jax
 from flax import nnx
 
 from grok_flax.attention import Attention
+from grok_flax.axes import ACTIVATION, constrain
 from grok_flax.config import GrokConfig
 from grok_flax.moe import MoE
 from grok_flax.norm import RMSNorm
 from grok_flax.router import Router
-from grok_flax.scale.sharding import ACTIVATION, constrain
 
 
 class DecoderLayer(nnx.Module):
@@ -42,7 +42,7 @@ class DecoderLayer(nnx.Module):
 
         ``kv``: every layer's KV memory (k, v) [L, B, S, K, H]; this layer is ``layer``.
         The residual stream h is replicated over the model axis where blocks meet
-        (``sharding.constrain``): each block's output projection ends in one all-reduce.
+        (``axes.constrain``): each block's output projection ends in one all-reduce.
         """
         with jax.named_scope("attention_block"):
             x = constrain(self.pre_attn_norm(h), ACTIVATION)

@@ -4,25 +4,29 @@
     x      = decoder_layer_L(... decoder_layer_0(x))      # one compiled layer, scanned
     logits = rms_norm(x) @ embedᵀ × output_multiplier_scale
 
-The layers' parameters are stacked along a leading axis (built with ``nnx.vmap``) and the
-forward pass is a ``jax.lax.scan`` over them, so 64 layers compile as fast as one.
-Keys whose token id is not greater than ``pad_token`` are masked, as in the reference.
+The layers' parameters are stacked along a leading ``"layers"`` axis (built with
+``nnx.vmap``) and the forward pass is a ``jax.lax.scan`` over them, so 64 layers compile as
+fast as one. Keys whose token id is not greater than ``pad_token`` are masked, as in the
+reference. The inputs are checked in ``inputs.validate``; ``axes.run_on_mesh`` runs the
+forward pass on the mesh the parameters live on.
 """
 
 from __future__ import annotations
 
+import math
+from functools import partial
+
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
+from grok_flax import axes, inputs
 from grok_flax.config import GrokConfig
 from grok_flax.kv_memory import KVMemory
 from grok_flax.layer import DecoderLayer
 from grok_flax.norm import RMSNorm
 from grok_flax.quant import QArray
-from grok_flax.scale import sharding
 
 
 class Grok(nnx.Module):
@@ -42,7 +46,13 @@ class Grok(nnx.Module):
             return DecoderLayer(cfg, rngs=rngs)
 
         self.layers = make_layers(rngs)  # every parameter: [L, ...]
+        for _, var in nnx.iter_graph(self.layers):  # name the stacked axis
+            if isinstance(var, nnx.Variable):
+                var.set_metadata(logical=("layers", *var.get_metadata()["logical"]))
         self.final_norm = RMSNorm(D, cfg.norm_eps, cfg.pdtype)  # release: language_model/rms_norm
+        # the mesh the parameters were placed on (scale.sharding.shard_module and the loader
+        # set it), so a traced forward pass knows it on an Auto mesh too; None: one device
+        self.mesh = None
 
     def __call__(self, tokens, memory: KVMemory | None = None, *, lengths=None,
                  logits_at=None, capture: bool | tuple[str, ...] = False,
@@ -66,45 +76,17 @@ class Grok(nnx.Module):
         ``JaxRuntimeError`` carrying the same message; ``check_inputs=False`` skips that
         device check (``Generator`` does: it validates on the host).
         """
-        cfg = self.cfg
-        capture = _capture_set(capture)
-        tokens = _as_tokens(tokens)
-        B, T = tokens.shape
-        if T > cfg.sequence_len:
-            raise ValueError(f"{T} tokens exceed the model's context sequence_len="
-                             f"{cfg.sequence_len}")
-        if memory is not None:
-            if memory.batch_size != B:
-                raise ValueError(f"memory holds {memory.batch_size} rows, tokens {B}")
-            if T > memory.max_len:
-                raise ValueError(f"{T} tokens do not fit a KV memory of {memory.max_len}")
-        n_new = T if lengths is None else lengths
-        _check_inputs(cfg, tokens, memory, n_new, check_inputs)
-
-        mesh = getattr(self, "mesh", None) or sharding.mesh_of(self.embed[...])
-        tracing = isinstance(self.embed[...], jax.core.Tracer)
+        tokens, capture = inputs.validate(self.cfg, tokens, memory, lengths, capture,
+                                          on_device=check_inputs)
         mem = None if memory is None else (memory.k[...], memory.v[...], memory.step[...])
-        with sharding.forward_context(mesh, tracing):
-            if mesh is None or not sharding._explicit_axes(mesh):
-                logits, captures, mem = self._forward(tokens, mem, lengths, logits_at, capture)
-            else:  # Explicit axes: run with them made Auto, outputs typed as stated here
-                graph, state = nnx.split(self)
-
-                def run(state, tokens, mem, lengths, logits_at):
-                    return nnx.merge(graph, state)._forward(tokens, mem, lengths, logits_at,
-                                                            capture)
-
-                shape = (B, cfg.vocab_size) if logits_at is not None else (B, T,
-                                                                           cfg.vocab_size)
-                specs = (sharding.spec_for(_logits_axes(logits_at), shape, mesh), P(),
-                         None if mem is None else tuple(sharding.spec_of(a) for a in mem))
-                logits, captures, mem = sharding.run_auto(run, mesh, specs, state, tokens,
-                                                          mem, lengths, logits_at)
+        mesh = self.mesh or axes.mesh_of(self.embed[...])
+        out_specs = partial(self._out_specs, tokens.shape, logits_at, mem)
+        logits, captures, mem = axes.run_on_mesh(
+            mesh, partial(Grok._forward, capture=capture), out_specs,
+            self, tokens, mem, lengths, logits_at)
         if memory is not None:
             memory.k[...], memory.v[...], memory.step[...] = mem
-        if capture:
-            return logits, captures
-        return logits
+        return (logits, captures) if capture else logits
 
     def _forward(self, tokens, mem, lengths, logits_at, capture):
         """The forward pass proper: (logits, captures, (k, v, step) or None)."""
@@ -117,8 +99,8 @@ class Grok(nnx.Module):
             x = x * jnp.asarray(cfg.embedding_multiplier_scale, cfg.dtype)  # [B, T, D]
             # the table's columns are split over the mesh: gather them (one all-gather of
             # [B, T, D]), then keep this host's rows
-            x = sharding.constrain(x, (None, "act_seq", "act_embed"))
-            x = sharding.constrain(x, sharding.ACTIVATION)
+            x = axes.constrain(x, (None, "act_seq", "act_embed"))
+            x = axes.constrain(x, axes.ACTIVATION)
 
         if mem is None:
             positions = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
@@ -165,127 +147,26 @@ class Grok(nnx.Module):
             if logits_at is not None:  # only the positions asked for: [B, D]
                 at = jnp.asarray(logits_at, jnp.int32)[:, None, None]
                 x = jnp.take_along_axis(x, at, axis=1)[:, 0]
-            x = sharding.constrain(self.final_norm(x), sharding.ACTIVATION[:x.ndim - 1]
-                                   + ("act_embed",))
+            x = axes.constrain(self.final_norm(x), axes.ACTIVATION[:x.ndim - 1]
+                               + ("act_embed",))
             logits = jnp.dot(x, self.embed[...].T.astype(x.dtype))  # tied weights
             logits = logits * jnp.asarray(cfg.output_multiplier_scale, x.dtype)
-            logits = sharding.constrain(logits, _logits_axes(logits_at))
+            logits = axes.constrain(logits, _logits_axes(logits_at))
         return logits, captures, mem
+
+    def _out_specs(self, token_shape, logits_at, mem, mesh):
+        """The outputs' shardings, stated on a mesh with Explicit axes: logits as the rules
+        say, captures replicated, the KV memory as it came in."""
+        B, T = token_shape
+        shape = (B, self.cfg.vocab_size) if logits_at is not None else (B, T,
+                                                                      self.cfg.vocab_size)
+        return (axes.spec_for(_logits_axes(logits_at), shape, mesh, what="logits"), P(),
+                None if mem is None else tuple(axes.spec_of(a) for a in mem))
 
 
 def _logits_axes(logits_at) -> tuple[str, ...]:
     """Logical axes of the logits: [B, T, V], or [B, V] when only ``logits_at`` is un-embedded."""
-    return sharding.LOGITS if logits_at is None else ("batch", "act_vocab")
-
-
-def _as_tokens(tokens) -> jax.Array:
-    """Token ids as an integer array [B, T] (lists, numpy and JAX arrays accepted)."""
-    if not isinstance(tokens, jax.Array):
-        tokens = np.asarray(tokens)
-        if tokens.dtype == object or tokens.size == 0 and tokens.dtype.kind == "f":
-            tokens = tokens.astype(np.int32)
-    if tokens.ndim != 2 or not jnp.issubdtype(tokens.dtype, jnp.integer):
-        raise ValueError(f"tokens must be an integer array [batch, time], got "
-                         f"{tokens.dtype}{list(tokens.shape)}")
-    return jnp.asarray(tokens)
-
-
-def _concrete(x) -> np.ndarray | None:
-    """x's values on this host, or None when traced / held by other processes."""
-    if isinstance(x, jax.core.Tracer):
-        return None
-    if isinstance(x, jax.Array) and not x.is_fully_addressable:
-        return None
-    return np.asarray(x)
-
-
-def _bad_ids_message(vocab: int, found: list[tuple[int, int, int]], count: int) -> str:
-    """``found``: (id, row, position) of the first bad ids; ``count``: how many in all."""
-    shown = ", ".join(f"{value} at [{b}, {t}]" for value, b, t in found)
-    more = f" (and {count - len(found)} more)" if count > len(found) else ""
-    return f"token ids outside [0, {vocab}): {shown}{more}"
-
-
-def _overflow_message(row: int, step: int, end: int, max_len: int) -> str:
-    return (f"KV memory overflow: row {row} is at step {step} and {end - step} new tokens "
-            f"would end at {end} > max_len {max_len}; start a new KVMemory (nothing is "
-            f"overwritten)")
-
-
-def _input_problem(tokens, step, n_new, vocab: int, max_len) -> str | None:
-    """What is wrong with these inputs (host arrays), or None."""
-    tokens = np.asarray(tokens)
-    bad = (tokens < 0) | (tokens >= vocab)
-    if bad.any():
-        found = [(int(tokens[b, t]), int(b), int(t)) for b, t in np.argwhere(bad)[:5]]
-        return _bad_ids_message(vocab, found, int(bad.sum()))
-    if step is not None:
-        step = np.asarray(step)
-        end = step + np.asarray(n_new)
-        if (end > max_len).any():
-            b = int(np.argmax(end))
-            return _overflow_message(b, int(step[b]), int(end[b]), max_len)
-    return None
-
-
-def _raise_device_summary(tok_info, mem_info, vocab: int, max_len) -> None:
-    """The device check's few scalars -> the same ValueError as the host check."""
-    count, b, t, value = (int(v) for v in tok_info)
-    if count:
-        raise ValueError(_bad_ids_message(vocab, [(value, b, t)], count))
-    row, step, end = (int(v) for v in mem_info)
-    if max_len is not None and end > max_len:
-        raise ValueError(_overflow_message(row, step, end, max_len))
-
-
-def _check_inputs(cfg: GrokConfig, tokens, memory, n_new, device_check: bool) -> None:
-    """ValueError for concrete bad inputs; a device-side check when they are traced."""
-    step = None if memory is None else memory.step[...]
-    max_len = None if memory is None else memory.max_len
-    host = [_concrete(tokens), None if step is None else _concrete(step), _concrete(n_new)]
-    if all(h is not None for h in host) or (host[0] is not None and step is None):
-        problem = _input_problem(host[0], host[1], host[2], cfg.vocab_size, max_len)
-        if problem:
-            raise ValueError(problem)
-        return
-    if not device_check:
-        return
-    # reduce on the device to a few scalars (replicated: no gather of the inputs to one
-    # device), and call back to the host only when something is wrong
-    tokens = jnp.asarray(tokens)
-    bad_tok = (tokens < 0) | (tokens >= cfg.vocab_size)
-    first = jnp.argmax(bad_tok.reshape(-1))
-    tok_info = (jnp.sum(bad_tok), first // tokens.shape[1], first % tokens.shape[1],
-                tokens.reshape(-1)[first])
-    bad = tok_info[0] > 0
-    if step is None:
-        mem_info = (jnp.zeros((), jnp.int32),) * 3
-    else:
-        end = step + jnp.asarray(n_new, jnp.int32)
-        row = jnp.argmax(end)
-        mem_info = (row, step[row], end[row])
-        bad = bad | (end[row] > max_len)
-
-    def report():
-        jax.debug.callback(lambda t, m: _raise_device_summary(t, m, cfg.vocab_size, max_len),
-                           tok_info, mem_info)
-
-    jax.lax.cond(bad, report, lambda: None)
-
-
-CAPTURES = ("routing", "attention")
-
-
-def _capture_set(capture) -> tuple[str, ...]:
-    if capture is True:
-        return CAPTURES
-    if not capture:
-        return ()
-    capture = (capture,) if isinstance(capture, str) else tuple(capture)
-    unknown = set(capture) - set(CAPTURES)
-    if unknown:
-        raise ValueError(f"unknown capture(s) {sorted(unknown)}; choose from {CAPTURES}")
-    return capture
+    return axes.LOGITS if logits_at is None else ("batch", "act_vocab")
 
 
 def param_count(model_or_state, include_scales: bool = False) -> int:
@@ -296,19 +177,12 @@ def param_count(model_or_state, include_scales: bool = False) -> int:
     total = 0
     for leaf in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, QArray)):
         if isinstance(leaf, QArray):
-            total += _size(leaf.weight)
+            total += math.prod(leaf.weight.shape)
             if include_scales:
-                total += _size(leaf.scales)
+                total += math.prod(leaf.scales.shape)
         else:
-            total += _size(leaf)
+            total += math.prod(leaf.shape)
     return total
-
-
-def _size(a) -> int:
-    n = 1
-    for d in a.shape:
-        n *= int(d)
-    return n
 
 
 def abstract_model(cfg: GrokConfig) -> Grok:

@@ -21,9 +21,9 @@ Dispatch algorithms, all the same function:
   apply them row by row: only the k selected experts' weights are read.
 - ``"ragged"``: sort the pairs by expert and hand each weight to one grouped matmul,
   ``jax.lax.ragged_dot`` (rows of group e times expert e's weight), int8 scales applied to
-  the output rows. Only a win where XLA really emits a grouped GEMM: on CPU, and on an H200
-  with JAX 0.11.2, the compiled program is one ordinary (all-experts) matmul per
-  ragged_dot — 1.3× the reference there, vs 3–4× for ``tiled`` — so it is not a default.
+  the output rows. Only a win where XLA really emits a grouped GEMM; where it lowers each
+  ragged_dot to an ordinary all-experts matmul it does the reference's arithmetic, so it is
+  not a default (measured in ``docs/benchmarks.md`` and ``docs/benchmarks_gpu.md``).
 - ``"tokamax"``: the same sort, then ``tokamax.ragged_dot`` — the maintained grouped-matmul
   kernels (Pallas on GPU and TPU) — with the int8 weights passed as a ``qwix.QArray`` (int8
   values, scales ``[E, G, out]`` tiled over the contracted axis: our layout as it is), so
@@ -119,13 +119,11 @@ def auto_tile(pairs: int, num_experts: int, platform: str | None = None) -> int:
     Each tile is one [tile × D] @ [D × F] matmul with its expert's weights, so bigger tiles
     use the matrix units (or cores) better and convert each int8 weight fewer times, while an
     expert's last tile is only partly used. CPU: the power of two at or above half the mean
-    rows per expert, within 64…256 — at T=2048, 8 experts, top-2 (512 rows per expert) on 2
-    idle cores, tiles of 64/128/256/512 rows ran 5.1–5.2/6.5–7.0/6.4–6.9/6.1–6.5× faster than
-    the all-experts reference over three runs (``benchmarks/bench_moe.py``): 128 and 256 are
-    within each other's noise, 512 a little and 64 clearly behind. GPU/TPU: small tiles leave
-    the matrix units idle — on an H200 with Grok-1's experts, T=2048 tokens, tiles of
-    64/256/512/1024 rows ran 0.95/2.4/2.8/3.0× faster than the reference — so the mean rows
-    per expert, rounded up to a power of two, within 256…1024.
+    rows per expert, within 64…256. GPU/TPU, where small tiles leave the matrix units idle:
+    the mean rows per expert, rounded up to a power of two, within 256…1024. Both rules come
+    from sweeps of the tile size (``benchmarks/bench_moe.py`` on CPU,
+    ``benchmarks/bench_accelerator.py`` on a GPU); their figures are in
+    ``docs/benchmarks.md`` and ``docs/benchmarks_gpu.md``.
     """
     mean = max(1, pairs // num_experts)
     if (platform or jax.default_backend()) == "cpu":

@@ -19,7 +19,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
+from flax import nnx, struct
 
 
 @struct.dataclass
@@ -111,11 +111,9 @@ def linear_param(key: jax.Array, shape: tuple[int, ...], *, quantized: bool, blo
                  dtype, logical: tuple[str, ...]):
     """A new linear weight ``[..., in, out]`` ~ N(0, 1/in), float or quantized.
 
-    ``logical`` names each axis (see ``grok_flax.scale.sharding``); quantized scales share the
+    ``logical`` names each axis (see ``grok_flax.axes``); quantized scales share the
     weight's names but are never sharded along their (tiny) block axis.
     """
-    from flax import nnx  # local: keep this module importable without flax.nnx details
-
     w = jax.random.normal(key, shape, jnp.float32) * (shape[-2] ** -0.5)
     value = quantize(w, blocks) if quantized else w.astype(dtype)
     return nnx.Param(value, logical=logical)

@@ -41,7 +41,6 @@ class RotaryEmbedding(nnx.Module):
     def __init__(self, key_size: int, base: float = 10000.0):
         if key_size % 2:
             raise ValueError(f"rotary embeddings need an even key_size, got {key_size}")
-        self.key_size = key_size
         self.base = base
 
     def __call__(self, x: jax.Array, positions: jax.Array) -> jax.Array:

@@ -102,7 +102,7 @@ def worker(args: argparse.Namespace) -> int:
 
     from grok_flax.checkpoint import checkpoint_dir, load_checkpoint
     from grok_flax.config import GrokConfig
-    from grok_flax.scale.sharding import make_mesh, parse_mesh_spec
+    from grok_flax.scale.mesh import make_mesh, parse_mesh_spec
 
     t0 = time.perf_counter()
     meta = json.loads(Path(args.meta).read_text())

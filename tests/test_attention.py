@@ -6,10 +6,10 @@ import pytest
 from grok_flax.attention import attend_chunked, attend_naive, soft_cap, visibility
 
 
-def _inputs(B=2, T=10, S=None, K=2, G=3, H=8, seed=0, scale=1.0):
+def _inputs(B=2, T=10, S=None, K=2, R=3, H=8, seed=0, scale=1.0):
     S = S or T
     ks = jax.random.split(jax.random.key(seed), 3)
-    q = jax.random.normal(ks[0], (B, T, K, G, H)) * scale
+    q = jax.random.normal(ks[0], (B, T, K, R, H)) * scale
     k = jax.random.normal(ks[1], (B, S, K, H)) * scale
     v = jax.random.normal(ks[2], (B, S, K, H))
     pos = jnp.broadcast_to(jnp.arange(T), (B, T))
@@ -19,10 +19,10 @@ def _inputs(B=2, T=10, S=None, K=2, G=3, H=8, seed=0, scale=1.0):
 
 def plain_mha(q, k, v, mask, mult, cap=30.0):
     """Textbook multi-head attention with K/V repeated to every query head."""
-    B, T, K, G, H = q.shape
-    qh = q.reshape(B, T, K * G, H)
-    kh = jnp.repeat(k, G, axis=2)
-    vh = jnp.repeat(v, G, axis=2)
+    B, T, K, R, H = q.shape
+    qh = q.reshape(B, T, K * R, H)
+    kh = jnp.repeat(k, R, axis=2)
+    vh = jnp.repeat(v, R, axis=2)
     s = soft_cap(jnp.einsum("bthd,bshd->bhts", qh, kh) * mult, cap)
     s = jnp.where(mask[:, None], s, -1e30)
     return jnp.einsum("bhts,bshd->bthd", jax.nn.softmax(s, -1), vh).reshape(q.shape)
@@ -68,7 +68,9 @@ def test_causality():
     assert not np.allclose(out[:, 5:], out2[:, 5:])
 
 
-@pytest.mark.parametrize("T, S, chunk", [(10, 10, 4), (33, 33, 8), (1, 40, 16), (5, 64, 16),
+@pytest.mark.parametrize("T, S, chunk", [(10, 10, 4), (33, 33, 8),
+                                         pytest.param(1, 40, 16, marks=pytest.mark.slow),
+                                         pytest.param(5, 64, 16, marks=pytest.mark.slow),
                                          (64, 64, 64)])
 def test_chunked_equals_naive(T, S, chunk):
     q, k, v, _, kpos, valid = _inputs(T=T, S=S, scale=3.0)
@@ -79,6 +81,7 @@ def test_chunked_equals_naive(T, S, chunk):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_chunked_is_differentiable():
     q, k, v, pos, kpos, valid = _inputs(T=12)
 

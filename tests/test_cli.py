@@ -2,6 +2,7 @@
 stderr, cheap checks come before any loading, and --help documents every option."""
 
 import json
+import re
 
 import pytest
 from conftest import TOKENIZER
@@ -92,7 +93,9 @@ def test_generate_reads_the_checkpoint_folders_config(capsys):
                          "--prompt", "import os\n", "--max-new-tokens", "4")
     assert code == 0, err
     assert "problem" not in err
-    assert "first decode step" in err and "steady decode" in err  # compile vs steady state
+    # one speed report, the one Generator gives: steady tok/s, compilation apart
+    assert re.search(r"prefill \d+ tok/s, decode (\d+ tok/s|n/a) \(steady\), compilation "
+                     r"\d+\.\d s\]", err), err
 
 
 def test_help_lists_every_command_and_documents_every_option():
@@ -105,6 +108,55 @@ def test_help_lists_every_command_and_documents_every_option():
         for action in p._actions:
             if action.dest != "help":
                 assert action.help, f"{name} {action.option_strings or action.dest} has no help"
+
+
+def test_help_is_plain_text_and_shows_defaults():
+    parser = build_parser()
+    top = parser.format_help()
+    assert "``" not in top and "Every user error exits with status 2" in top
+    sub = next(a for a in parser._actions if a.dest == "command")
+    plan_help = sub.choices["plan"].format_help()
+    for default in ("(default: grok-1)", "(default: data=1,model=8)", "(default: 8192)",
+                    "(default: 512)", "(default: cpu)"):
+        assert default in plan_help, default
+    gen_help = sub.choices["generate"].format_help()
+    assert "(default: 64)" in gen_help and "(default: None)" not in gen_help
+    assert "(default: False)" not in gen_help
+
+
+def test_convert_names_a_missing_source_and_refuses_an_unknown_destination(capsys, tmp_path):
+    from grok_flax import demo
+
+    code, _, err = run(capsys, "convert", str(tmp_path / "nonexistent"), str(tmp_path / "x.st"))
+    assert code == 2  # the destination is checked first: nothing is read
+    assert "unknown destination format '.st'" in one_error_line(err)
+    code, _, err = run(capsys, "convert", str(tmp_path / "nonexistent"),
+                       str(tmp_path / "x.safetensors"))
+    assert code == 2
+    assert one_error_line(err) == f"error: no such file or folder: {tmp_path / 'nonexistent'}"
+    code, _, err = run(capsys, "convert", str(demo.demo_dir()), str(tmp_path / "out.txt"))
+    assert code == 2 and "'.txt'" in one_error_line(err)
+    assert not (tmp_path / "out.txt").exists()  # no folder out.txt/ckpt-0 written
+    (tmp_path / "a-file").write_text("x")
+    code, _, err = run(capsys, "convert", str(demo.demo_dir()), str(tmp_path / "a-file"))
+    assert code == 2 and "is a file" in one_error_line(err)
+
+
+def test_inspect_fails_on_a_corrupt_checkpoint(capsys, tmp_path):
+    import shutil
+
+    from grok_flax import demo
+
+    ckpt = tmp_path / "ckpt-0"
+    shutil.copytree(demo.demo_dir() / "ckpt-0", ckpt)
+    code, out, err = run(capsys, "inspect", str(tmp_path))
+    assert code == 0 and "ERROR" not in out, err
+    victim = sorted(ckpt.glob("tensor*"))[3]
+    victim.write_bytes(victim.read_bytes()[:100])  # truncated
+    code, out, err = run(capsys, "inspect", str(tmp_path))
+    assert code == 2
+    assert "ERROR" in out and victim.name in out  # the table still shows every row
+    assert "1 of" in one_error_line(err) and "could not be read" in err
 
 
 def test_generator_takes_numpy_and_jax_token_ids():

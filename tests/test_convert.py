@@ -39,7 +39,7 @@ def test_official_safetensors_orbax_official_round_trip(tmp_path):
 def test_converted_model_loads_onto_a_mesh(tmp_path, kind):
     import jax
 
-    from grok_flax.scale.sharding import make_mesh
+    from grok_flax.scale.mesh import make_mesh
 
     model = Grok(CFG, rngs=nnx.Rngs(0))
     save_checkpoint(model, tmp_path / "official")

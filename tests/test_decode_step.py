@@ -11,9 +11,10 @@ import pytest
 from flax import nnx
 
 import grok_flax as gf
-from grok_flax.running.generate import decode_step
-from grok_flax.scale.plan import hlo_collectives, hlo_writes_into
-from grok_flax.scale.sharding import create_sharded, make_mesh, shard_module
+from benchmarks.hlo import hlo_collectives, hlo_writes_into
+from grok_flax.running.steps import decode_step
+from grok_flax.scale.mesh import make_mesh
+from grok_flax.scale.sharding import create_sharded, shard_module
 
 B, S = 2, 64
 CFG = gf.GrokConfig.tiny(num_kv_heads=8, num_q_heads=16, compute_dtype="float32")
@@ -73,7 +74,7 @@ def test_decode_collectives_on_1x8_are_tensor_parallelism_only():
 
 
 def _compiled_prefill(mesh, batch=B, chunk=16):
-    from grok_flax.running.generate import prefill_step
+    from grok_flax.running.steps import prefill_step
 
     model = gf.Grok(CFG, rngs=nnx.Rngs(0))
     shard_module(model, mesh)
@@ -85,8 +86,10 @@ def _compiled_prefill(mesh, batch=B, chunk=16):
     return prefill_step.lower(*args).compile().as_text()
 
 
-@pytest.mark.parametrize("shape", [(1, 8), (2, 4)], ids=["1x8", "2x4"])
-@pytest.mark.parametrize("explicit", [False, True], ids=["auto", "explicit"])
+@pytest.mark.parametrize("shape", [pytest.param((1, 8), id="1x8", marks=pytest.mark.slow),
+                                   pytest.param((2, 4), id="2x4")])
+@pytest.mark.parametrize("explicit", [pytest.param(False, id="auto", marks=pytest.mark.slow),
+                                      pytest.param(True, id="explicit")])
 def test_no_involuntary_rematerialization(capfd, shape, explicit):
     """XLA warns when it must replicate a tensor to reshard it; the activation shardings
     stated where layers meet leave it no such case in the forward, prefill or decode."""

@@ -11,7 +11,8 @@ from flax import nnx
 
 from grok_flax import Grok, GrokConfig
 from grok_flax.checkpoint import load_checkpoint, save_checkpoint
-from grok_flax.running.generate import Generator, decode_step, generate, stream_text
+from grok_flax.running.generate import Generator, generate, stream_text
+from grok_flax.running.steps import decode_step
 from grok_flax.running.tokenizer import Tokenizer
 
 CFG = GrokConfig.tiny(compute_dtype="float32", sequence_len=48)
@@ -35,6 +36,7 @@ def full_forward_greedy(model, prompt, n):
     return seq[len(prompt):]
 
 
+@pytest.mark.slow  # the fast tier: test_model's token-by-token decode
 def test_cached_decode_equals_full_recompute(model):
     prompt = [17, 3, 99, 45, 8, 200, 31]
     r = generate(model, [prompt], max_new_tokens=10, prefill_chunk=4, min_bucket=4)
@@ -143,6 +145,7 @@ def real_vocab_ckpt(tmp_path_factory):
     return cfg, path
 
 
+@pytest.mark.slow
 def test_cli_streams_only_the_continuation(real_vocab_ckpt, tokenizer_path):
     cfg, path = real_vocab_ckpt
     prompt = "The answer to life the universe and everything is of course"
@@ -186,13 +189,19 @@ def test_sampling_filters_match_reference_semantics():
     assert int(greedy[0]) == 3
 
 
-@pytest.mark.parametrize("kind", ["grok_flax", "explicit", "auto"])
-@pytest.mark.parametrize("shape", [(2, 2), (1, 8), (2, 4)], ids=lambda s: f"{s[0]}x{s[1]}")
+# every kind of mesh × three shapes; the fast tier keeps one: JAX's default (Explicit) 2×4
+MESH_CASES = [pytest.param(kind, shape, id=f"{shape[0]}x{shape[1]}-{kind}",
+                           marks=() if (kind, shape) == ("explicit", (2, 4)) else pytest.mark.slow)
+              for shape in [(2, 2), (1, 8), (2, 4)] for kind in ["grok_flax", "explicit", "auto"]]
+
+
+@pytest.mark.parametrize("kind, shape", MESH_CASES)
 def test_generation_on_a_mesh_equals_single_device(model, kind, shape):
     import jax
     from jax.sharding import AxisType
 
-    from grok_flax.scale.sharding import make_mesh, shard_module
+    from grok_flax.scale.mesh import make_mesh
+    from grok_flax.scale.sharding import shard_module
 
     prompts = [[5, 6, 7], [40, 41, 42, 43, 44]]
     kw = dict(max_new_tokens=5)
@@ -223,7 +232,8 @@ def test_one_sort_filter_equals_the_two_filters(top_k, top_p):
     np.testing.assert_array_equal(np.asarray(top_k_top_p_filter(logits, k, p)), np.asarray(want))
 
 
-@pytest.mark.parametrize("top_k", [1, 5, 40])
+@pytest.mark.parametrize("top_k", [pytest.param(1, marks=pytest.mark.slow), 5,
+                                   pytest.param(40, marks=pytest.mark.slow)])
 def test_top_k_preselection_keeps_the_distribution(top_k):
     from grok_flax.running.sampling import candidates_for, top_k_top_p_filter
 
@@ -257,3 +267,24 @@ def test_all_greedy_rows_skip_the_sampling_work():
     assert "conditional" in text or "case" in text  # the draw sits behind a lax.cond
     tok = sample(logits, keys, jnp.zeros(2), jnp.ones(2), jnp.zeros(2, jnp.int32))
     np.testing.assert_array_equal(np.asarray(tok), np.asarray(logits.argmax(-1)))
+
+
+def test_speed_is_steady_decode_with_compilation_apart():
+    """One speed figure: decode tok/s over the steps after the first (compilation excluded),
+    prefill tok/s without its compilation, and the compile time itself reported apart."""
+    cfg = GrokConfig.tiny(compute_dtype="float32", sequence_len=40, vocab_size=264)  # own shapes
+    gen = Generator(Grok(cfg, rngs=nnx.Rngs(0)))
+    first = gen.generate([[5, 6, 7, 8]], max_new_tokens=6)
+    again = gen.generate([[9, 6, 7, 8]], max_new_tokens=6)  # same shapes: nothing compiles
+    assert first.prefill_compile_seconds > 0 and first.decode_compile_seconds > 0
+    assert first.prefill_compile_seconds < first.prefill_seconds
+    assert again.compile_seconds < 0.05 * first.compile_seconds
+    for r in (first, again):
+        steps = r.decode_steps - 1
+        assert r.decode_tokens_per_s == pytest.approx(
+            steps / (r.decode_seconds - r.first_step_seconds))
+        assert r.prefill_tokens_per_s == pytest.approx(
+            4 / (r.prefill_seconds - r.prefill_compile_seconds))
+    text = first.speed()
+    assert text.startswith("prefill ") and "tok/s (steady), compilation" in text
+    assert gen.last is again

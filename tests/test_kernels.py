@@ -51,9 +51,9 @@ def test_tokamax_moe_float_weights_and_an_idle_expert():
                                moe(x, gates, experts, impl="dense"), rtol=1e-6, atol=1e-6)
 
 
-def _attention_case(dtype, B=2, T=12, K=2, G=3, H=8):
+def _attention_case(dtype, B=2, T=12, K=2, R=3, H=8):
     ks = jax.random.split(jax.random.key(3), 3)
-    q = (jax.random.normal(ks[0], (B, T, K, G, H)) * 3).astype(dtype)
+    q = (jax.random.normal(ks[0], (B, T, K, R, H)) * 3).astype(dtype)
     k = (jax.random.normal(ks[1], (B, T, K, H)) * 3).astype(dtype)
     v = jax.random.normal(ks[2], (B, T, K, H)).astype(dtype)
     pos = jnp.broadcast_to(jnp.arange(T), (B, T))

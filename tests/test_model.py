@@ -5,7 +5,10 @@ import pytest
 from flax import nnx
 
 from grok_flax import Grok, GrokConfig, KVMemory, abstract_model, param_count
-from grok_flax.scale.sharding import make_mesh, shard_module
+from grok_flax.scale.mesh import make_mesh
+from grok_flax.scale.sharding import shard_module
+
+SLOW = pytest.mark.slow  # left out of `make test-fast`
 
 
 def _model(**kw):
@@ -54,7 +57,8 @@ def test_padding_rows_do_not_change_other_rows():
     np.testing.assert_allclose(batch[1, :5], model(toks[1:2, :5])[0], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("impl", [dict(), dict(attention_impl="naive", moe_impl="dense")])
+@pytest.mark.parametrize("impl", [dict(), pytest.param(dict(attention_impl="naive",
+                                                          moe_impl="dense"), marks=SLOW)])
 def test_token_by_token_decode_equals_full_forward(impl):
     cfg, model = _model(**impl)
     toks = _tokens(2, 12)
@@ -99,6 +103,7 @@ def test_capture_returns_routing_and_attention():
     np.testing.assert_allclose(logits, model(_tokens(1, 6)), rtol=1e-5, atol=1e-5)
 
 
+@SLOW  # test_sharding.py covers the fast tier
 @pytest.mark.parametrize("data, mdl", [(1, 8), (2, 4), (8, 1)])
 def test_sharded_equals_single_device(data, mdl):
     cfg, model = _model(num_q_heads=8, num_kv_heads=8, key_size=8, emb_size=64)
@@ -217,13 +222,14 @@ def _meshes():
 
     out = []
     for shape in ((1, 8), (2, 4)):
+        fast = () if shape == (2, 4) else SLOW  # one shape of each kind in the fast tier
         out.append(pytest.param(lambda s=shape: jax.make_mesh(s, ("data", "model")),
-                                id=f"explicit-{shape[0]}x{shape[1]}"))
+                                id=f"explicit-{shape[0]}x{shape[1]}", marks=fast))
         out.append(pytest.param(
             lambda s=shape: jax.make_mesh(s, ("data", "model"), axis_types=(AxisType.Auto,) * 2),
-            id=f"auto-{shape[0]}x{shape[1]}"))
+            id=f"auto-{shape[0]}x{shape[1]}", marks=SLOW))
         out.append(pytest.param(lambda s=shape: make_mesh(*s),
-                                id=f"grok_flax-{shape[0]}x{shape[1]}"))
+                                id=f"grok_flax-{shape[0]}x{shape[1]}", marks=SLOW))
     return out
 
 

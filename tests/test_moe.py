@@ -16,7 +16,8 @@ def _moe(E, k, quantized=True, tile=8):
     return cfg, MoE(cfg, rngs=rngs), Router(cfg.emb_size, E, k, rngs=rngs)
 
 
-@pytest.mark.parametrize("E", [4, 8, 16])
+@pytest.mark.parametrize("E", [4, pytest.param(8, marks=pytest.mark.slow),
+                               pytest.param(16, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("k", [1, 2])
 @pytest.mark.parametrize("B, T", [(1, 1), (1, 7), (3, 5), (2, 40)])
 def test_sparse_equals_dense(E, k, B, T):

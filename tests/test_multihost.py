@@ -16,7 +16,9 @@ from multihost_worker import ReadLog, launch_local, run_checkpoint, run_processe
 
 from grok_flax import GrokConfig
 from grok_flax.checkpoint import load_checkpoint
-from grok_flax.scale.sharding import make_mesh
+from grok_flax.scale.mesh import make_mesh
+
+pytestmark = pytest.mark.multihost
 
 CASE = TINY
 TIMEOUT_S = 240

@@ -23,8 +23,9 @@ _spec.loader.exec_module(run_all)
 BUDGET = float(os.environ.get("GROK_FLAX_NOTEBOOK_BUDGET", run_all.BUDGET_SECONDS))
 PATHS = run_all.notebooks()
 
-pytestmark = pytest.mark.skipif(os.environ.get("GROK_FLAX_SKIP_NOTEBOOKS") == "1",
-                                reason="GROK_FLAX_SKIP_NOTEBOOKS=1")
+pytestmark = [pytest.mark.notebooks,
+              pytest.mark.skipif(os.environ.get("GROK_FLAX_SKIP_NOTEBOOKS") == "1",
+                                 reason="GROK_FLAX_SKIP_NOTEBOOKS=1")]
 
 
 def _load_factor() -> float:

@@ -18,7 +18,7 @@ from conftest import TINY, reference_cases
 
 from grok_flax import GrokConfig
 from grok_flax.checkpoint import load_checkpoint
-from grok_flax.scale.sharding import make_mesh
+from grok_flax.scale.mesh import make_mesh
 
 CASES = reference_cases() + [Path(p) for p in
                              os.environ.get("GROK_FLAX_REFERENCE_CASES", "").split(":") if p]
@@ -53,7 +53,9 @@ def parity_report(case: Path, logits: str = "logits.npy", mesh=None, rows_alone=
 
 
 ORACLE = dict(attention_impl="naive", moe_impl="dense")
-IMPLS = pytest.mark.parametrize("impl", [dict(), ORACLE], ids=["fast", "oracle"])
+# the oracles (naive attention, dense MoE) against the original: `make test` only
+IMPLS = pytest.mark.parametrize("impl", [dict(), pytest.param(ORACLE, marks=pytest.mark.slow)],
+                                ids=["fast", "oracle"])
 CASE = pytest.mark.parametrize("case", CASES, ids=lambda p: p.name)
 
 

@@ -3,13 +3,12 @@
 import pytest
 
 from grok_flax import GrokConfig
-from grok_flax.scale.plan import (
+from grok_flax.running.plan import (
     DEVICES,
     GB,
     GiB,
     analytic_weight_bytes,
     plan,
-    plan_main,
     resolve_device_memory,
 )
 
@@ -49,7 +48,7 @@ def test_analytic_formula_matches_the_model(quantized):
 def test_tiny_plan_compiles_on_a_mesh(kind):
     import jax
 
-    from grok_flax.scale.sharding import make_mesh
+    from grok_flax.scale.mesh import make_mesh
 
     cfg = GrokConfig.tiny()
     mesh = {"shape": (2, 4), "explicit": jax.make_mesh((2, 4), ("data", "model")),
@@ -89,6 +88,11 @@ def test_device_memory_names_and_units():
 
 
 def test_cli(capsys):
+    from grok_flax.__main__ import main
+
+    def plan_main(argv):
+        return main(["plan", *argv])
+
     rc = plan_main(["--config", "tiny", "--mesh", "1x8", "--context", "32", "--device",
                     "tpu-v5e", "--no-compile"])
     out = capsys.readouterr().out

@@ -4,6 +4,7 @@ pastes them one after the other), with 8 simulated devices."""
 import os
 import re
 
+import pytest
 from conftest import ROOT
 
 
@@ -16,6 +17,7 @@ def test_the_readme_has_python_blocks():
     assert len(python_blocks()) >= 3
 
 
+@pytest.mark.slow
 def test_every_readme_python_block_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # blocks may write files (a figure)
     namespace: dict = {}

@@ -4,6 +4,7 @@ import json
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from grok_flax.demo import corpus
 from grok_flax.demo.train import (
@@ -64,6 +65,7 @@ def test_weight_decay_only_on_attention_and_expert_linears():
         assert not any("norm" in p or "router" in p or "embed" in p for p in decayed)
 
 
+@pytest.mark.slow
 def test_smoke_training_run(tmp_path):
     """The real pipeline on a tiny config: tokenizer, a few steps, int8 export, reload."""
     import sentencepiece as spm

@@ -26,10 +26,14 @@ import jax
 import numpy as np
 from flax import nnx
 
+from grok_flax.checkpoint.loader import load_checkpoint
 from grok_flax.checkpoint.release import CheckpointError, get_path, release_names
+from grok_flax.checkpoint.writer import save_checkpoint
 from grok_flax.config import GrokConfig
 from grok_flax.model import Grok, abstract_model
 from grok_flax.quant import QArray
+from grok_flax.scale.mesh import make_mesh
+from grok_flax.scale.sharding import attach_mesh, state_shardings
 
 
 def _params(model):
@@ -57,8 +61,6 @@ def save_safetensors(model: Grok, path: str | os.PathLike) -> Path:
 def _model_from_tensors(cfg: GrokConfig, fetch, mesh=None) -> Grok:
     """Build a model of ``cfg`` whose every released tensor comes from ``fetch(name)``;
     all missing or mis-shaped tensors are reported together."""
-    from grok_flax.scale.sharding import attach_mesh, make_mesh, state_shardings
-
     abstract = abstract_model(cfg)
     graphdef, state = nnx.split(abstract)
     per_path: dict = {}
@@ -129,8 +131,6 @@ def save_orbax(model: Grok, path: str | os.PathLike) -> Path:
 def load_orbax(path: str | os.PathLike, config: GrokConfig | None = None, mesh=None) -> Grok:
     import orbax.checkpoint as ocp
 
-    from grok_flax.scale.sharding import make_mesh, state_shardings
-
     path = Path(path).resolve()
     if config is None:
         config = GrokConfig.from_json(path / "config.json")
@@ -143,7 +143,7 @@ def load_orbax(path: str | os.PathLike, config: GrokConfig | None = None, mesh=N
     with ocp.StandardCheckpointer() as ckptr:
         restored = ckptr.restore(path / "params", target)
     nnx.update(abstract, restored)
-    return abstract
+    return attach_mesh(abstract, mesh)
 
 
 def _format_of(path: Path) -> str:
@@ -154,15 +154,29 @@ def _format_of(path: Path) -> str:
     return "official"
 
 
+def _check_destination(path: Path) -> None:
+    """A destination is a ``*.safetensors`` file, a ``*.orbax`` folder, or a folder (no
+    suffix) for the official format; anything else is refused before any work is done."""
+    if path.suffix in (".safetensors", ".orbax"):
+        return
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{path} is a file: the destination must be a folder for the "
+                         f"official format, a *.safetensors file or a *.orbax folder")
+    if path.suffix:
+        raise ValueError(f"unknown destination format {path.suffix!r} ({path}): name a folder "
+                         f"without a suffix for the official format, or a *.safetensors "
+                         f"file, or a *.orbax folder")
+
+
 def load_any(path: str | os.PathLike, config: GrokConfig | None = None, mesh=None) -> Grok:
     path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such file or folder: {path}")
     kind = _format_of(path)
     if kind == "safetensors":
         return load_safetensors(path, config, mesh)
     if kind == "orbax":
         return load_orbax(path, config, mesh)
-    from grok_flax.checkpoint import load_checkpoint
-
     if config is None:
         cfg_file = path / "config.json"
         if not cfg_file.is_file():
@@ -173,19 +187,21 @@ def load_any(path: str | os.PathLike, config: GrokConfig | None = None, mesh=Non
 
 def save_any(model: Grok, path: str | os.PathLike) -> Path:
     path = Path(path)
+    _check_destination(path)
     kind = _format_of(path)
     if kind == "safetensors":
         return save_safetensors(model, path)
     if kind == "orbax":
         return save_orbax(model, path)
-    from grok_flax.checkpoint import save_checkpoint
-
     out = save_checkpoint(model, path)
     (path / "config.json").write_text(model.cfg.to_json())
     return out
 
 
 def convert(src, dst, config: GrokConfig | None = None) -> Path:
+    """Read ``src`` in its format, write ``dst`` in its own (chosen by its name); both paths
+    are checked before anything is read."""
+    _check_destination(Path(dst))
     return save_any(load_any(src, config), dst)
 
 

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
 
 from grok_flax.checkpoint.reader import parse_tensor_file, read_array, read_payload_into
 from grok_flax.checkpoint.release import (
@@ -43,6 +44,8 @@ from grok_flax.checkpoint.release import (
 from grok_flax.config import GrokConfig
 from grok_flax.model import Grok, abstract_model
 from grok_flax.quant import QArray
+from grok_flax.scale.mesh import make_mesh
+from grok_flax.scale.sharding import attach_mesh, state_shardings
 
 __all__ = ["checkpoint_dir", "inspect_checkpoint", "load_checkpoint"]
 
@@ -325,8 +328,6 @@ def _staging_budget(mesh, largest_tensor: int) -> int | None:
 
 
 def _drop_leading(sharding):
-    from jax.sharding import NamedSharding, PartitionSpec
-
     spec = tuple(sharding.spec) + (None,) * (len(sharding.spec) == 0)
     return NamedSharding(sharding.mesh, PartitionSpec(*spec[1:]))
 
@@ -339,8 +340,6 @@ def load_checkpoint(path: str | os.PathLike, config: GrokConfig, mesh=None, *,
     int8 (as released) or float, and the scale-block counts G, are taken from the files; every
     other shape must match ``config`` or a ``CheckpointError`` lists all differences.
     """
-    from grok_flax.scale.sharding import attach_mesh, make_mesh, state_shardings
-
     cfg, abstract, homes = _plan(path, config)
     mesh = make_mesh(1, 1, jax.devices()[:1]) if mesh is None else mesh
     graphdef, state = nnx.split(abstract)

@@ -1,9 +1,13 @@
 """Write Grok-1 tensor files, and whole checkpoints, exactly as the original code does.
 
-
-Writing goes the other way: :func:`write_array_file` and :func:`write_quantized_file` emit,
+The reader (``checkpoint.reader``) walks a file's pickle opcodes without running them; the
+writer goes the other way: :func:`write_array_file` and :func:`write_quantized_file` emit,
 by hand, the very opcode stream CPython's pickler produces for numpy 1.26 arrays (same
-memoisation, same framing), streaming the array bytes straight to disk.  Files written here
+memoisation, same framing), streaming the array bytes straight to disk. Files written here
+are byte for byte what the original Grok-1 code writes for the same arrays (the tests
+rewrite the reference checkpoint and compare bytes), and each appears atomically (a temporary
+file, then ``os.replace``). :func:`save_checkpoint` writes a whole model as ``ckpt-0/``, in
+the release's tensor order.
 """
 
 from __future__ import annotations

@@ -21,7 +21,9 @@ import numpy as np
 def run_demo(out_dir: str | Path = "runs/demo", walkthrough: bool = True) -> None:
     """``make demo``: the bundled model generates Python, its routing is drawn, the full-size
     Grok-1 is built abstractly, and (from a source checkout) the walkthrough notebooks run."""
-    from grok_flax import GrokConfig, abstract_model, param_count, viz
+    from grok_flax import viz
+    from grok_flax.config import GrokConfig
+    from grok_flax.model import abstract_model, param_count
     from grok_flax.running.generate import Generator, stream_text
 
     out = Path(out_dir)
@@ -41,8 +43,7 @@ def run_demo(out_dir: str | Path = "runs/demo", walkthrough: bool = True) -> Non
         sys.stdout.write(piece)
         sys.stdout.flush()
     r = gen.last
-    print(f"\n\n[prefill {r.prefill_tokens_per_s:.0f} tok/s, decode "
-          f"{r.decode_tokens_per_s:.0f} tok/s, first call includes compilation]")
+    print(f"\n\n[{r.speed()}]")
 
     ids = r.prompt_tokens[0] + r.tokens[0]
     _, caught = model(jnp.asarray([ids[:40]]), capture=("routing",))

@@ -18,18 +18,32 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.sharding import PartitionSpec
+from jax.sharding import NamedSharding, PartitionSpec
 
 from grok_flax.kv_memory import KVMemory
-from grok_flax.running.sampling import candidates_for, sample
-from grok_flax.scale import sharding
+from grok_flax.running.sampling import candidates_for
+from grok_flax.running.steps import decode_step, first_sample, prefill_step
 from grok_flax.scale.distributed import gather
+from grok_flax.scale.sharding import create_sharded, put_global
+
+# what JAX reports while it traces, lowers and compiles a program (jax.monitoring events)
+_COMPILE_EVENTS = frozenset({"/jax/core/compile/jaxpr_trace_duration",
+                             "/jax/core/compile/jaxpr_to_mlir_module_duration",
+                             "/jax/core/compile/backend_compile_duration"})
+_compile_seconds = [0.0]  # trace + lower + compile seconds in this process so far
+
+
+def _count_compile(event: str, seconds: float, **_) -> None:
+    if event in _COMPILE_EVENTS:
+        _compile_seconds[0] += seconds
+
+
+jax.monitoring.register_event_duration_secs_listener(_count_compile)
 
 
 @dataclass
@@ -38,29 +52,43 @@ class GenerationResult:
     tokens: list[list[int]]  # new tokens per row, without the final EOS
     finish_reasons: list[str]  # "eos" or "length" per row
     texts: list[str] | None = None  # decoded continuations, when a tokenizer is known
-    prefill_seconds: float = 0.0
-    decode_seconds: float = 0.0
+    prefill_seconds: float = 0.0  # wall time of the prefill, compilation included
+    decode_seconds: float = 0.0  # wall time of the decode steps, compilation included
     decode_steps: int = 0
     first_step_seconds: float = 0.0  # the first decode step (compiles on a generator's 1st call)
+    prefill_compile_seconds: float = 0.0  # tracing + compiling inside the prefill
+    decode_compile_seconds: float = 0.0  # tracing + compiling inside the decode loop
     timings: dict = field(default_factory=dict)
 
     @property
+    def compile_seconds(self) -> float:
+        """Seconds JAX spent tracing, lowering and compiling during this call (0 once the
+        generator's steps are compiled for these shapes)."""
+        return self.prefill_compile_seconds + self.decode_compile_seconds
+
+    @property
     def prefill_tokens_per_s(self) -> float:
+        """Prompt tokens per second of prefill, compilation excluded."""
         n = sum(len(p) for p in self.prompt_tokens)
-        return n / self.prefill_seconds if self.prefill_seconds else float("nan")
+        run = self.prefill_seconds - self.prefill_compile_seconds
+        return n / run if run > 0 else float("nan")
 
     @property
     def decode_tokens_per_s(self) -> float:
-        """Tokens produced by decode steps (all rows) per second."""
-        n = self.decode_steps * len(self.tokens)
-        return n / self.decode_seconds if self.decode_seconds else float("nan")
-
-    @property
-    def steady_decode_tokens_per_s(self) -> float:
-        """Decode tokens per second after the first step (which may include compilation)."""
+        """Steady decode speed: tokens (all rows) per second over the steps after the first
+        (which may include compilation); NaN with fewer than two steps."""
         n = (self.decode_steps - 1) * len(self.tokens)
         rest = self.decode_seconds - self.first_step_seconds
         return n / rest if n > 0 and rest > 0 else float("nan")
+
+    def speed(self) -> str:
+        """The one-line speed report of the demo, the command line and the notebooks."""
+        def rate(x):
+            return "n/a" if x != x else f"{x:.0f} tok/s"
+
+        return (f"prefill {rate(self.prefill_tokens_per_s)}, decode "
+                f"{rate(self.decode_tokens_per_s)} (steady), compilation "
+                f"{self.compile_seconds:.1f} s")
 
 
 def _bucket(n: int, lo: int, hi: int) -> int:
@@ -68,49 +96,6 @@ def _bucket(n: int, lo: int, hi: int) -> int:
     while b < n:
         b *= 2
     return min(b, hi)
-
-
-# --- the two compiled steps: used by Generator, plan, the benchmarks and the multi-host worker
-
-@partial(jax.jit, static_argnums=(0, 2), donate_argnums=(3,))
-def prefill_step(graph, params, mem_graph, mem_state, tokens, lengths, last_logits, end_row,
-                 end_idx):
-    """Write one chunk [B, P] of the prompts into the KV memory; rows whose prompt ends in
-    this chunk (``end_row``) keep the logits of their last token (at ``end_idx``): only
-    those B positions are un-embedded. -> (memory state, last_logits [B, V], the model's
-    compute dtype)."""
-    model, memory = nnx.merge(graph, params), nnx.merge(mem_graph, mem_state)
-    here = model(tokens, memory, lengths=lengths, logits_at=end_idx, check_inputs=False)
-    last_logits = jnp.where(end_row[:, None], here.astype(last_logits.dtype), last_logits)
-    return nnx.state(memory), last_logits
-
-
-@partial(jax.jit, static_argnums=(0, 2), static_argnames=("candidates",),
-         donate_argnums=(3,))
-def decode_step(graph, params, mem_graph, mem_state, tokens, keys, step, temperature, top_p,
-                top_k, candidates=None):
-    """Feed one token per row, sample the next: the whole per-token work, compiled once.
-    Only the new token's K/V slots of the (donated) memory are written. ``candidates``:
-    see ``sampling.sample`` (an exact top-k pre-selection when every row has a top_k)."""
-    model, memory = nnx.merge(graph, params), nnx.merge(mem_graph, mem_state)
-    logits = model(tokens[:, None], memory, check_inputs=False)[:, 0]  # [B, V]
-    return nnx.state(memory), _sample(logits, keys, step, temperature, top_p, top_k,
-                                      candidates)
-
-
-def _sample(logits, keys, step, temperature, top_p, top_k, candidates=None):
-    """``sample`` with each row's key folded with the step; on a mesh with Explicit axes,
-    run with them made Auto (the rows' settings and logits may be sharded differently)."""
-    keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, step)
-    mesh = sharding.mesh_of(logits)
-    with sharding.forward_context(mesh, tracing=True):
-        return sharding.run_auto(partial(sample, candidates=candidates), mesh,
-                                 PartitionSpec(), logits, keys, temperature, top_p, top_k)
-
-
-@partial(jax.jit, static_argnames=("candidates",))
-def _first_sample(logits, keys, temperature, top_p, top_k, candidates=None):
-    return _sample(logits, keys, 0, temperature, top_p, top_k, candidates)
 
 
 class Generator:
@@ -130,16 +115,13 @@ class Generator:
             raise ValueError("prefill_chunk and min_bucket must be >= 1")
         self.prefill_chunk, self.min_bucket = prefill_chunk, min_bucket
         self.graph, self.params = nnx.split(model)
+        self.last: GenerationResult | None = None  # the result of the latest call
 
     def _put(self, x):
         """Host inputs -> arrays (replicated global arrays on a mesh, so the same code runs
         under jax.distributed with one process per host)."""
         if self.mesh is None:
             return jnp.asarray(x)
-        from jax.sharding import NamedSharding, PartitionSpec
-
-        from grok_flax.scale.sharding import put_global
-
         return put_global(x, NamedSharding(self.mesh, PartitionSpec()))
 
     # --- input checks ---
@@ -224,12 +206,10 @@ class Generator:
         if self.mesh is None:
             memory = KVMemory(cfg, B, self.max_len)
         else:  # built sharded: never whole on one device; works across processes
-            from grok_flax.scale.sharding import create_sharded
-
             memory = create_sharded(lambda: KVMemory(cfg, B, self.max_len), self.mesh)
         mem_graph, mem_state = nnx.split(memory)
 
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _compile_seconds[0]
         last = put(np.zeros((B, cfg.vocab_size), cfg.dtype))
         end_chunk, end_idx = (lengths - 1) // P, (lengths - 1) % P
         for c in range(n_chunks):
@@ -239,8 +219,8 @@ class Generator:
                 put(padded[:, c * P:(c + 1) * P]), put(chunk_len), last,
                 put(end_chunk == c), put(end_idx.astype(np.int32)))
         candidates = candidates_for(top_k, cfg.vocab_size) if temperature > 0 else None
-        token = gather(_first_sample(last, keys, *settings, candidates=candidates))
-        t1 = time.perf_counter()
+        token = gather(first_sample(last, keys, *settings, candidates=candidates))
+        t1, c1 = time.perf_counter(), _compile_seconds[0]
 
         new: list[list[int]] = [[] for _ in range(B)]
         reasons: list[str | None] = [None] * B
@@ -269,13 +249,15 @@ class Generator:
             steps += 1
             if steps == 1:
                 first_step = time.perf_counter() - t1
-        t2 = time.perf_counter()
+        t2, c2 = time.perf_counter(), _compile_seconds[0]
         texts = None
         if self.tokenizer is not None:
             texts = [self.tokenizer.decode(t) for t in new]
         self.last = GenerationResult(ids, new, [r or "length" for r in reasons], texts,
                                      prefill_seconds=t1 - t0, decode_seconds=t2 - t1,
                                      decode_steps=steps, first_step_seconds=first_step,
+                                     prefill_compile_seconds=c1 - c0,
+                                     decode_compile_seconds=c2 - c1,
                                      timings=dict(bucket=T, chunk=P, chunks=n_chunks))
         return self.last
 

@@ -1,9 +1,12 @@
 """Scale: the model on many devices and many hosts.
 
-- :mod:`~grok_flax.scale.sharding`: the mesh and the one table of logical axis → mesh axis
-  rules; parameter and activation shardings; Explicit and Auto axis types;
-- :mod:`~grok_flax.scale.plan`: per-device memory of the full model on a mesh, from abstract
-  shapes and XLA's compiled programs (``python -m grok_flax plan``);
+- :mod:`~grok_flax.scale.mesh`: the ``(data, model)`` mesh — built over the global devices,
+  simulated on a CPU, parsed from ``data=1,model=8``;
+- :mod:`~grok_flax.scale.sharding`: parameters and KV memory placed on a mesh by their logical
+  axes (the rule table itself is :mod:`grok_flax.axes`), host arrays made global;
 - :mod:`~grok_flax.scale.distributed`: ``jax.distributed`` set-up and gathering across
   processes.
+
+What serving Grok-1 needs per device on a mesh is :mod:`grok_flax.running.plan`: it compiles
+the serving steps, so it sits with them.
 """

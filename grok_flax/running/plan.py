@@ -18,7 +18,7 @@ bytes are XLA:CPU's estimate** — its fusion and buffer reuse differ from XLA:G
 computes bf16 dots with f32 intermediates. On a machine with the mesh's accelerators
 ``backend="default"`` compiles for them instead and the numbers are the real compiler's.
 
-Command line (``plan_main``)::
+Command line::
 
     python -m grok_flax plan --config grok-1 --mesh data=1,model=8 --context 8192 --batch 1 \
         --device h100
@@ -30,12 +30,22 @@ import argparse
 import math
 import os
 import re
-import sys
 import time
 from dataclasses import dataclass, field
 from functools import partial
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import AbstractMesh, Mesh
+
 from grok_flax.config import GrokConfig
+from grok_flax.kv_memory import KVMemory
+from grok_flax.model import Grok
+from grok_flax.running.steps import decode_step, prefill_step
+from grok_flax.scale.mesh import AXES, make_mesh, parse_mesh_spec
+from grok_flax.scale.sharding import abstract_state, batch_sharding, bytes_per_device
 
 GB, GiB = 10**9, 2**30
 MiB = 2**20
@@ -58,8 +68,6 @@ DEVICES: dict[str, tuple[str, int]] = {
 }
 DEVICE_ALIASES = {"a100": "a100-80", "v5e": "tpu-v5e", "v5p": "tpu-v5p", "v4": "tpu-v4",
                   "v6e": "tpu-v6e", "tpu": "tpu-v5e", "trillium": "tpu-v6e", "mi300": "mi300x"}
-
-CONFIGS = ("grok-1", "small", "tiny")  # presets of GrokConfig.load
 
 
 # --- results ---------------------------------------------------------------------------------
@@ -152,9 +160,6 @@ WEIGHT_KINDS = ("int8 linears", "scales", "float linears", "embedding", "router"
 
 def weight_bytes(abstract_state, per_device: bool = True) -> dict[str, int]:
     """Bytes of a model's parameters by kind, per device (from the shardings) or whole."""
-    import jax
-    import numpy as np
-
     out = dict.fromkeys(WEIGHT_KINDS, 0)
     flat = jax.tree_util.tree_flatten_with_path(abstract_state)[0]
     for path, leaf in flat:
@@ -171,8 +176,6 @@ def weight_bytes(abstract_state, per_device: bool = True) -> dict[str, int]:
 def analytic_weight_bytes(cfg: GrokConfig) -> dict[str, int]:
     """The whole model's parameter bytes by kind, by formula from the config alone (an
     independent check of the model's shapes)."""
-    import numpy as np
-
     D, H, Nq, Nk = cfg.emb_size, cfg.key_size, cfg.num_q_heads, cfg.num_kv_heads
     E, F, L, V = cfg.num_experts, cfg.ffn_size, cfg.num_layers, cfg.vocab_size
     p = np.dtype(cfg.param_dtype).itemsize
@@ -189,11 +192,6 @@ def analytic_weight_bytes(cfg: GrokConfig) -> dict[str, int]:
 
 def _abstract(cfg: GrokConfig, batch: int, context: int):
     """(model graphdef, model state, memory graphdef, memory state), shapes only."""
-    from flax import nnx
-
-    from grok_flax.kv_memory import KVMemory
-    from grok_flax.model import Grok
-
     model = nnx.eval_shape(lambda: Grok(cfg, rngs=nnx.Rngs(0)))
     memory = nnx.eval_shape(lambda: KVMemory(cfg, batch, context))
     return (*nnx.split(model), *nnx.split(memory))
@@ -201,11 +199,6 @@ def _abstract(cfg: GrokConfig, batch: int, context: int):
 
 def _mesh(data: int, model: int, backend: str):
     """A concrete mesh over ``backend``'s devices, or an abstract one if there are too few."""
-    import jax
-    from jax.sharding import AbstractMesh
-
-    from grok_flax.scale.sharding import AXES, make_mesh
-
     try:
         devices = jax.devices("cpu" if backend == "cpu" else None)
     except RuntimeError:
@@ -225,76 +218,6 @@ def _compile(name: str, step, args) -> ProgramMemory:
                          int(m.generated_code_size_in_bytes), time.perf_counter() - t0)
 
 
-# --- reading compiled HLO: what a step writes, which collectives it runs ----------------------
-
-_HLO_DEF = re.compile(r"^\s*(?:ROOT )?%(\S+) = (\S+) ([\w-]+)\((.*)$")
-_HLO_HEADER = re.compile(r"^%(\S+) \((.*)\) -> .* \{$")
-
-
-def _hlo_shape(text: str):
-    m = re.match(r"(\w+)\[([\d,]*)\]", text)
-    if not m:
-        return None
-    return m.group(1), tuple(int(d) for d in m.group(2).split(",") if d)
-
-
-def parse_hlo(text: str):
-    """Instructions of compiled HLO text as (name, (dtype, shape), opcode, operand names,
-    line), and the shape of every value by name (instructions and computation parameters)."""
-    shapes, instrs = {}, []
-    for line in text.splitlines():
-        header = _HLO_HEADER.match(line)
-        if header:
-            for param in header.group(2).split(", "):
-                name, _, shape = param.partition(": ")
-                if _hlo_shape(shape):
-                    shapes[name.strip()] = _hlo_shape(shape)
-            continue
-        m = _HLO_DEF.match(line)
-        if m:
-            name, shape, op, rest = m.groups()
-            shapes[name] = _hlo_shape(shape)
-            operands = re.findall(r"%([\w.\-]+)", rest.split("), ")[0])
-            instrs.append((name, _hlo_shape(shape), op, operands, line))
-    return instrs, shapes
-
-
-_PASSTHROUGH = {"parameter", "get-tuple-element", "tuple", "while", "bitcast", "fusion",
-                "conditional", "call", "copy-done", "opt-barrier"}
-
-
-def hlo_writes_into(text: str, shape: tuple[int, ...]):
-    """In compiled HLO, the writes into buffers of ``shape`` (per device): a list of
-    (opcode, update shape) for each scatter / dynamic-update-slice, and a list of
-    (opcode, name) of any other instruction that makes such a buffer (a copy would rewrite
-    all of it)."""
-    instrs, shapes = parse_hlo(text)
-    writes, others = [], []
-    for name, value, op, operands, _ in instrs:
-        if value is None or value[1] != tuple(shape):
-            continue
-        if op == "scatter":
-            writes.append((op, shapes[operands[2]][1]))
-        elif op == "dynamic-update-slice":
-            writes.append((op, shapes[operands[1]][1]))
-        elif op not in _PASSTHROUGH:
-            others.append((op, name))
-    return writes, others
-
-
-COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
-
-
-def hlo_collectives(text: str) -> list[tuple[str, str]]:
-    """(opcode, the JAX op_name it came from) of every collective in compiled HLO."""
-    out = []
-    for _, _, op, _, line in parse_hlo(text)[0]:
-        if op.removesuffix("-start") in COLLECTIVES:
-            where = re.search(r'op_name="([^"]+)"', line)
-            out.append((op.removesuffix("-start"), where.group(1) if where else "?"))
-    return out
-
-
 # --- the plan --------------------------------------------------------------------------------
 
 def plan(config: GrokConfig | str, mesh_shape: dict[str, int] | tuple[int, int] | str,
@@ -312,21 +235,10 @@ def plan(config: GrokConfig | str, mesh_shape: dict[str, int] | tuple[int, int] 
     (512, generate's default; ``None`` = the whole ``context`` at once). Compiling needs
     ``data × model`` devices of ``backend`` ("cpu": simulated, from
     ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` or ``jax_num_cpu_devices`` set
-    before JAX starts; ``plan_main`` does this); ``compile=False`` gives the exact weight and
-    KV figures for any mesh size without devices. ``compute_dtype`` is bfloat16, as on the
-    accelerators the plan is for ("auto" would mean float32 here on CPU).
+    before JAX starts; ``python -m grok_flax plan`` does this); ``compile=False`` gives the
+    exact weight and KV figures for any mesh size without devices. ``compute_dtype`` is
+    bfloat16, as on the accelerators the plan is for ("auto" would mean float32 here on CPU).
     """
-    import jax
-    import jax.numpy as jnp
-    from jax.sharding import AbstractMesh, Mesh
-
-    from grok_flax.scale.sharding import (
-        abstract_state,
-        batch_sharding,
-        bytes_per_device,
-        parse_mesh_spec,
-    )
-
     t0 = time.perf_counter()
     cfg = GrokConfig.load(config) if isinstance(config, str) else config
     given = None
@@ -365,8 +277,6 @@ def plan(config: GrokConfig | str, mesh_shape: dict[str, int] | tuple[int, int] 
         backend=backend if compile else "none", device=device, device_memory=capacity)
 
     if compile:
-        from grok_flax.running.generate import decode_step, prefill_step
-
         chunk = min(prefill_chunk or context, context)
 
         def arg(dtype, *shape):
@@ -485,33 +395,31 @@ def format_plan(p: Plan) -> str:
 
 def add_plan_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--config", default="grok-1",
-                        help=f"preset ({', '.join(CONFIGS)}) or a JSON file of GrokConfig "
-                             f"fields (default grok-1)")
+                        help=f"preset ({', '.join(GrokConfig.presets())}), a JSON file of "
+                             f"GrokConfig fields or a folder holding config.json")
     parser.add_argument("--mesh", default="data=1,model=8",
-                        help="mesh shape, 'data=1,model=8' or '1x8' (default data=1,model=8)")
+                        help="mesh shape, 'data=1,model=8' or '1x8' (data × model)")
     parser.add_argument("--context", type=int, default=8192, help="KV memory length")
     parser.add_argument("--batch", type=int, default=1, help="rows served at once")
     parser.add_argument("--prefill-chunk", type=int, default=512,
-                        help="prompt tokens per prefill call, as generate (default 512; "
-                             "0 = the whole context at once)")
+                        help="prompt tokens per prefill call, as generate; 0 = the whole "
+                             "context at once")
     parser.add_argument("--device", default=None,
                         help=f"device to check the fit against: {', '.join(DEVICES)} or "
-                             f"bytes such as 80GiB (default: list which fit)")
+                             f"bytes such as 80GiB (without it: list the devices it fits)")
     parser.add_argument("--layers", type=int, default=None,
                         help="override num_layers (e.g. to plan a cut-down model)")
     parser.add_argument("--no-compile", action="store_true",
                         help="analytic figures only (any mesh size, no devices needed)")
     parser.add_argument("--backend", choices=("cpu", "default"), default="cpu",
-                        help="compile for simulated CPU devices (default) or the default "
-                             "JAX backend (real accelerators: the real compiler's numbers)")
+                        help="compile for simulated CPU devices, or for the default JAX "
+                             "backend (real accelerators: the real compiler's numbers)")
     return parser
 
 
 def _ensure_devices(n: int, backend: str) -> None:
     """Ask JAX for at least ``n`` simulated CPU devices, before it starts (no-op once it has
     started, or if ``XLA_FLAGS`` already asks for enough)."""
-    import jax
-
     if backend != "cpu":
         return
     m = re.search(r"--xla_force_host_platform_device_count=(\d+)", os.environ.get("XLA_FLAGS", ""))
@@ -524,8 +432,6 @@ def _ensure_devices(n: int, backend: str) -> None:
 
 
 def run_plan(args: argparse.Namespace) -> int:
-    from grok_flax.scale.sharding import parse_mesh_spec
-
     cfg = GrokConfig.load(args.config)
     if args.layers is not None:
         cfg = cfg.replace(num_layers=args.layers)
@@ -541,21 +447,5 @@ def run_plan(args: argparse.Namespace) -> int:
     return 0 if fits is None or fits else 1
 
 
-def plan_main(argv: list[str] | None = None) -> int:
-    """``python -m grok_flax.scale.plan ...`` (and ``python -m grok_flax plan ...``)."""
-    parser = add_plan_arguments(argparse.ArgumentParser(
-        prog="python -m grok_flax plan", description="Per-device memory plan for a mesh."))
-    args = parser.parse_args(argv)
-    try:
-        return run_plan(args)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
-
 __all__ = ["DEVICES", "Plan", "ProgramMemory", "add_plan_arguments", "analytic_weight_bytes",
-           "format_plan", "plan", "plan_main", "resolve_device_memory", "run_plan",
-           "weight_bytes"]
-
-if __name__ == "__main__":
-    sys.exit(plan_main())
+           "format_plan", "plan", "resolve_device_memory", "run_plan", "weight_bytes"]

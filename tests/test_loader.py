@@ -17,7 +17,7 @@ from grok_flax.checkpoint import (
 )
 from grok_flax.checkpoint.writer import write_array_file, write_quantized_file
 from grok_flax.quant import QArray
-from grok_flax.scale.sharding import make_mesh
+from grok_flax.scale.mesh import make_mesh
 
 CFG = GrokConfig.tiny(compute_dtype="float32", num_layers=3)
 

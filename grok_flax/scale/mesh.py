@@ -1,0 +1,119 @@
+"""Meshes: the ``(data, model)`` grid of devices the model is spread over.
+
+- ``make_mesh(data, model)``: a mesh over the global ``jax.devices()`` (every host's, under
+  ``jax.distributed``), ordered along the physical torus on a TPU;
+- ``mesh_devices(n)``: ``n`` devices wherever the code runs — the accelerators if there are
+  enough, else simulated CPU devices (with a warning saying so);
+- ``parse_mesh_spec("data=1,model=8")``: the command line's mesh argument.
+
+``make_mesh`` gives a mesh with *Auto* axes; ``jax.make_mesh(shape, ("data", "model"))``
+gives *Explicit* ones. The model runs on both (``grok_flax.axes``).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import jax
+import numpy as np
+from jax.sharding import Mesh
+
+from grok_flax.axes import MESH_AXES
+
+AXES = MESH_AXES  # ("data", "model")
+
+
+def _positive_int(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value >= 1
+
+
+def mesh_devices(n: int = 8) -> list:
+    """Devices for an ``n``-device mesh: ``jax.devices()`` when the default platform has at
+    least ``n``, else the CPU's (simulated) devices, with a ``UserWarning`` saying so.
+
+    For notebooks and examples that want 8 devices wherever they run: with 1–7 accelerators
+    (one GPU, a Colab runtime) the mesh falls back to ``n`` simulated CPU devices, which exist
+    if ``jax.config.update("jax_num_cpu_devices", n)`` (or ``XLA_FLAGS=--xla_force_host_
+    platform_device_count=n``) ran before JAX started. Pass the result as ``make_mesh(...,
+    devices=...)``. Raises ``ValueError`` naming that setting if the CPU has fewer than ``n``.
+    """
+    if not _positive_int(n):
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    default = list(jax.devices())
+    if len(default) >= n:
+        return default
+    try:
+        cpu = list(jax.devices("cpu"))
+    except RuntimeError:  # no CPU backend (e.g. JAX_PLATFORMS=cuda)
+        cpu = []
+    platform = default[0].platform if default else "?"
+    if len(cpu) < n:
+        raise ValueError(
+            f"a {n}-device mesh needs {n} devices: the default platform ({platform}) has "
+            f"{len(default)} and the CPU {len(cpu)}. Simulate {n} CPU devices: call jax.config."
+            f"update('jax_num_cpu_devices', {n}) first thing in a fresh process or kernel "
+            f"(or set XLA_FLAGS=--xla_force_host_platform_device_count={n} before JAX starts)")
+    warnings.warn(f"{len(default)} {platform} device(s), fewer than the {n} this mesh needs; "
+                  f"using the {len(cpu)} simulated CPU devices instead (same programs, CPU "
+                  f"speed)", stacklevel=2)
+    return cpu
+
+
+def make_mesh(data: int = 1, model: int | None = None, devices=None) -> Mesh:
+    """A ``(data, model)`` mesh; ``model`` defaults to all remaining devices.
+
+    ``devices`` defaults to the global ``jax.devices()`` — on several processes (after
+    ``jax.distributed.initialize``) that is every host's devices, process by process, so with
+    ``model`` = devices per host the model axis stays inside a host (fast links) and ``data``
+    spans hosts. On TPU, when the mesh covers all devices, ``mesh_utils.create_device_mesh``
+    orders them along the physical torus.
+    """
+    all_devices = devices is None
+    devices = list(jax.devices() if devices is None else devices)
+    if model is None:
+        model = len(devices) // max(int(data), 1)
+    for name, v in (("data", data), ("model", model)):
+        if not _positive_int(v):
+            raise ValueError(f"mesh {name} must be a positive integer, got {v!r}")
+    if data * model > len(devices):
+        raise ValueError(
+            f"mesh data={data} × model={model} needs {data * model} devices, "
+            f"{len(devices)} available. On a CPU, simulate them: set XLA_FLAGS="
+            f"--xla_force_host_platform_device_count={data * model} (or call jax.config."
+            f"update('jax_num_cpu_devices', {data * model})) before JAX starts")
+    grid = None
+    if all_devices and data * model == len(devices) and devices[0].platform == "tpu":
+        try:
+            from jax.experimental import mesh_utils
+
+            grid = mesh_utils.create_device_mesh((data, model), devices)
+        except (ValueError, NotImplementedError, AssertionError):
+            grid = None
+    if grid is None:
+        grid = np.array(devices[: data * model]).reshape(data, model)
+    return Mesh(grid, AXES)
+
+
+def parse_mesh_spec(text: str) -> dict[str, int]:
+    """'data=1,model=8' (or '1x8', data × model) -> {'data': 1, 'model': 8}."""
+    text = text.strip()
+    bad = ValueError(f"bad mesh spec {text!r}: expected e.g. 'data=1,model=8' or '1x8'")
+    if "=" not in text and "x" in text.lower():
+        parts = text.lower().split("x")
+        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+            raise bad
+        out = dict(zip(AXES, (int(p) for p in parts), strict=True))
+    else:
+        out = {}
+        for part in text.split(","):
+            name, _, value = part.partition("=")
+            name = name.strip()
+            if name not in AXES or not value.strip().isdigit() or name in out:
+                raise bad
+            out[name] = int(value)
+    if any(v < 1 for v in out.values()):
+        raise bad
+    return {"data": out.get("data", 1), "model": out.get("model", 1)}
+
+
+__all__ = ["AXES", "make_mesh", "mesh_devices", "parse_mesh_spec"]
