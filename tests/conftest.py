@@ -1,6 +1,7 @@
 """Test setup: 8 simulated CPU devices for mesh tests; paths to ../shared."""
 
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -33,3 +34,11 @@ def tokenizer_path():
     if not TOKENIZER.is_file():
         pytest.skip(f"{TOKENIZER} not present")
     return TOKENIZER
+
+
+@pytest.fixture
+def standin_qw(monkeypatch):
+    """A stand-in ``__main__.QuantizedWeight8bit`` so that test-only pickle calls work."""
+    cls = type("QuantizedWeight8bit", (), {"__module__": "__main__"})
+    monkeypatch.setattr(sys.modules["__main__"], "QuantizedWeight8bit", cls, raising=False)
+    return cls
