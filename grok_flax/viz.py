@@ -8,7 +8,7 @@ What the model can show is asked for with ``capture``::
 
     logits, cap = model(tokens, capture=True)
     # cap["router_probs"] [L, B, T, E]   cap["experts"], cap["gates"] [L, B, T, k]
-    # cap["attention"]    [L, B, K, G, T, S]   (K kv-heads × G query heads each)
+    # cap["attention"]    [L, B, K, R, T, S]   (K kv-heads × R query heads each)
     viz.routing_heatmap(cap["experts"], labels, gates=cap["gates"])
     viz.expert_load(cap["experts"], num_experts=cfg.num_experts)
     viz.attention_maps(cap["attention"], labels, layer=0, kv_head=0)
@@ -298,14 +298,49 @@ def architecture(cfg=None, *, title: str | None = None) -> Figure:
 # --------------------------------------------------------------------------------------------
 # routing
 # --------------------------------------------------------------------------------------------
+def _ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
+def _wrap(text: str, width_in: float, fontsize: float) -> str:
+    """``text`` broken into lines that fit a figure ``width_in`` inches wide: constrained
+    layout makes room for a title's lines but never wraps one, and a figure drawn into a
+    widget (no ``bbox_inches="tight"``) would cut a long line off."""
+    import textwrap
+
+    chars = max(20, int(width_in * 72 / (0.6 * fontsize)) - 4)  # ~0.6 em per character
+    return "\n".join(textwrap.wrap(text, chars, break_on_hyphens=False))
+
+
+def _routing_caption(k: int, *, annotate: bool, gates: bool) -> str:
+    """What a routing heatmap's colours and cell text stand for, with k choices per token
+    (the router's ``top_k`` order: highest probability first)."""
+    colour = "colour = each token's 1st-choice expert"
+    if not annotate:
+        return f"{colour} (the one with the highest router probability)"
+    gate = "gate g = its router probability in %"
+    if k == 1:
+        return f"{colour}; cell text " + (f"e:g = that expert e, {gate}" if gates
+                                           else "= that expert")
+    if gates:
+        return (f"{colour}; cell text e:g = its {k} chosen experts e, 1st choice on the left, "
+                f"each with its {gate}")
+    letters = [chr(ord("a") + i) for i in range(min(k, 26))]
+    ranks = ", ".join(f"{x} = {_ordinal(i + 1)}" + (" choice" if i == 0 else "")
+                      for i, x in enumerate(letters))
+    return f"{colour}; cell text {'·'.join(letters)} = its {k} chosen experts: {ranks}"
+
+
 def routing_heatmap(experts, labels: Sequence[str] | None = None, *, gates=None, row: int = 0,
                     num_experts: int | None = None, title: str | None = None,
                     annotate: bool | None = None) -> Figure:
     """Which expert each token goes to, in every layer: tokens (rows) × layers (columns).
 
-    ``experts`` [L, B, T, k] (or [L, T, k]) from ``capture``; each cell is coloured by the
+    ``experts`` [L, B, T, k] (or [L, T, k]) from ``capture``, each token's k experts in the
+    router's order (``top_k``: highest probability first); each cell is coloured by the
     token's first choice and, when there is room, shows all k choices (and with ``gates``
-    their gate values in %).
+    their gate values in %). ``title`` is the figure's heading; a caption under it always
+    says what the colours and the cell text mean, so a custom title cannot lose that.
     """
     e = _select_row(experts, row, 3).astype(int)  # [L, T, k]
     g = None if gates is None else _select_row(gates, row, 3)
@@ -339,9 +374,9 @@ def routing_heatmap(experts, labels: Sequence[str] | None = None, *, gates=None,
     ax.set_ylabel("token")
     ax.xaxis.set_ticks_position("top")
     ax.xaxis.set_label_position("top")
-    what = "expert:gate%" if g is not None else "experts"
-    ax.set_title(title or f"Routing: cell colour = 1st-choice expert, text = top-{k} {what}",
-                 fontsize=10)
+    fig.suptitle(title or "Routing: the experts each token is sent to, per layer", fontsize=10)
+    caption = _routing_caption(k, annotate=annotate, gates=g is not None)
+    ax.set_title(_wrap(caption, fig.get_figwidth(), 7.5), fontsize=7.5, color="#333333")
     cb = fig.colorbar(im, ax=ax, ticks=range(E), shrink=min(1.0, 8 / max(T, 1) + 0.3))
     cb.set_label("1st-choice expert")
     return fig
@@ -401,8 +436,8 @@ def attention_maps(attention, labels: Sequence[str] | None = None, *, layer: int
                    title: str | None = None, max_cols: int = 2, gamma: float = 0.5) -> Figure:
     """Attention weights (query tokens × key tokens) of one layer and one KV group.
 
-    ``attention`` [L, B, K, G, T, S] from ``capture`` (or [K, G, T, S] for one layer/row).
-    ``q_heads``: None = each of the G query heads sharing ``kv_head`` in its own panel;
+    ``attention`` [L, B, K, R, T, S] from ``capture`` (or [K, R, T, S] for one layer/row).
+    ``q_heads``: None = each of the R query heads sharing ``kv_head`` in its own panel;
     an int or list = those heads; ``"mean"`` = their average in one panel. Colours follow
     weight^``gamma`` (½: small weights stay visible); keys a query cannot see are grey.
     """
@@ -410,18 +445,19 @@ def attention_maps(attention, labels: Sequence[str] | None = None, *, layer: int
     if a.ndim == 6:
         a = a[layer, row]
     if a.ndim != 4:
-        raise ValueError(f"attention must be [L, B, K, G, T, S] or [K, G, T, S], got {a.shape}")
-    K, G, T, S = a.shape
-    group = a[kv_head]  # [G, T, S]
+        raise ValueError(f"attention must be [L, B, K, R, T, S] or [K, R, T, S], got {a.shape}")
+    K, R, T, S = a.shape
+    group = a[kv_head]  # [R, T, S]
     if isinstance(q_heads, str):
         if q_heads != "mean":
             raise ValueError(f"q_heads must be None, an int, a list or 'mean', got {q_heads!r}")
-        panels = [("mean of query heads " + f"{kv_head * G}–{kv_head * G + G - 1}",
+        panels = [("mean of query heads " + f"{kv_head * R}–{kv_head * R + R - 1}",
                    group.mean(0))]
     else:
-        heads = range(G) if q_heads is None else ([q_heads] if isinstance(q_heads, int)
+        heads = range(R) if q_heads is None else ([q_heads] if isinstance(q_heads, int)
                                                    else list(q_heads))
-        panels = [(f"query head {kv_head * G + h} (group {kv_head}.{h})", group[h])
+        # query head q = kv_head·R + h reads KV head q // R (the model's [K, R] head order)
+        panels = [(f"query head {kv_head * R + h} (reads KV head {kv_head})", group[h])
                   for h in heads]
     n = len(panels)
     cols = min(n, max_cols)
@@ -455,7 +491,7 @@ def attention_maps(attention, labels: Sequence[str] | None = None, *, layer: int
     fig.colorbar(im, ax=axes[:n].tolist(), shrink=0.8,
                  label=f"attention weight (colour ∝ weight^{gamma:g}; grey = not visible)")
     fig.suptitle(title or f"Attention, layer {layer}, KV head {kv_head} "
-                 f"({G} query heads share it)", fontsize=11)
+                 f"({R} query heads share it)", fontsize=11)
     return fig
 
 
@@ -883,14 +919,15 @@ def router_probabilities(probs, k: int = 2, *, experts=None, token: str | None =
     return fig
 
 
-_PNG_DPI = 90  # the explorer's figures, as PNG images in widgets
+_PNG_DPI = 90  # the explorer's figures are shown at this many CSS pixels per inch ...
+_PNG_SCALE = 2  # ... and drawn with this many times as many pixels: sharp on HiDPI screens
 
 
 def _png(fig: Figure) -> bytes:
     import io
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=_PNG_DPI)
+    fig.savefig(buf, format="png", dpi=_PNG_DPI * _PNG_SCALE)
     return buf.getvalue()
 
 
@@ -937,7 +974,7 @@ class RoutingExplorer:
         self.router_probs = np.asarray(cap["router_probs"], np.float32)[:, 0]  # [L, T, E]
         self.experts = np.asarray(cap["experts"])[:, 0]  # [L, T, k]
         self.gates = np.asarray(cap["gates"], np.float32)[:, 0]  # [L, T, k]
-        self.attention = np.asarray(cap["attention"], np.float32)[:, 0]  # [L, K, G, T, S]
+        self.attention = np.asarray(cap["attention"], np.float32)[:, 0]  # [L, K, R, T, S]
 
     def _check(self, layer: int, token: int, head: int) -> tuple[int, int, int]:
         T = len(self.ids)
@@ -991,7 +1028,12 @@ class RoutingExplorer:
         self.token_picker = w.Dropdown(description="token")
         self.head_slider = w.IntSlider(value=0, min=0, max=self.num_heads - 1,
                                        description="query head", continuous_update=False)
-        self.images = {name: w.Image(format="png") for name in ("routing", "router", "attention")}
+        # each image is given its width only (render): its height follows from the PNG's own
+        # aspect ratio. Without height "auto" and align_self, the flex row stretches the
+        # shorter router figure to the attention figure's height, distorting it.
+        self.images = {name: w.Image(format="png", layout=w.Layout(
+            height="auto", max_width="100%", align_self="flex-start", object_fit="contain"))
+            for name in ("routing", "router", "attention")}
         self.status = w.HTML()
         for name, widget in (("prompt", self.prompt_box), ("run", self.run_button),
                              ("layer", self.layer_slider), ("token", self.token_picker),
@@ -1006,7 +1048,8 @@ class RoutingExplorer:
         controls = w.VBox([w.HBox([self.prompt_box, self.run_button]),
                            w.HBox([self.layer_slider, self.token_picker, self.head_slider]),
                            self.status])
-        figures = w.HBox([self.images["router"], self.images["attention"]])
+        figures = w.HBox([self.images["router"], self.images["attention"]],
+                         layout=w.Layout(align_items="flex-start"))
         box = w.VBox([controls, figures, self.images["routing"]])
         box.add_class("grok-explorer")
         return box
@@ -1034,10 +1077,13 @@ class RoutingExplorer:
         figs = self.figures(self.layer_slider.value, token, self.head_slider.value)
         for name, fig in figs.items():
             self.images[name].value = _png(fig)
-            self.images[name].width = str(round(fig.get_figwidth() * _PNG_DPI))  # as drawn
+            # CSS pixels: the PNG has _PNG_SCALE times as many, for a sharp image
+            self.images[name].width = str(round(fig.get_figwidth() * _PNG_DPI))
+        head = self.head_slider.value
         self.status.value = (f"{len(self.ids)} tokens · layer {self.layer_slider.value} · token "
                              f"{token} {self.labels[token]!r} · experts "
-                             f"{self.experts[self.layer_slider.value, token].tolist()}")
+                             f"{self.experts[self.layer_slider.value, token].tolist()} · "
+                             f"query head {head} (reads KV head {head // self.group})")
 
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)

@@ -2,10 +2,19 @@
 
 Starts JupyterLab on a free local port over a temporary copy of ``notebooks/``, then
 
-* opens notebook 01 and checks that its committed figures render as images;
+* opens notebook 01 and checks that its committed figures render as images, that the
+  notebook is trusted and that JupyterLab does not ask about its news feed;
 * opens notebook 04, runs its first cell and the routing explorer's cell, checks that the
-  explorer's three figures are drawn, picks another token and moves the layer slider, and
-  checks that the figures were redrawn — with no error output anywhere in the notebook.
+  explorer's three figures are drawn (each at its own aspect ratio, drawn with more pixels
+  than it is shown with), picks another token and moves the layer slider, and checks that
+  the figures were redrawn — with no error output anywhere in the notebook.
+
+Trust and the news question are set up the way ``make lab`` does for the user's JupyterLab:
+``jupyter trust`` signs the notebooks (the signatures go to a per-user SQLite database in the
+Jupyter data dir, here the server's temporary one) and an ``overrides.json`` in JupyterLab's
+application settings dir sets the news feed's default to "never" (the Makefile writes
+``LAB_OVERRIDES`` to ``.venv/share/jupyter/lab/settings/overrides.json``; here it goes to a
+temporary dir passed as ``--LabApp.app_settings_dir``).
 
 Needs the ``playwright`` package (in the ``dev`` extra) and a Chromium binary: the system's
 ``chromium`` (Debian: ``apt-get install chromium``; ``.ci/run`` installs it) or the one named
@@ -30,9 +39,16 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
+pytestmark = pytest.mark.browser
+
 NOTEBOOKS = ROOT / "notebooks"
 EXPLORER_NB = "04_router_and_experts.ipynb"
 TOUR_NB = "01_tour.ipynb"
+# JupyterLab's default settings overridden, as the Makefile writes them for ``make lab``:
+# fetchNews "false" (a string: "none" = ask, the default) stops the "Would you like to get
+# notified about official Jupyter news?" pop-up; update checks only run when news are fetched
+LAB_OVERRIDES = {"@jupyterlab/apputils-extension:notification": {"fetchNews": "false",
+                                                                 "checkForUpdates": False}}
 
 
 def _chromium() -> str | None:
@@ -85,15 +101,19 @@ def lab(tmp_path_factory):
     settings = tmp / "settings" / "@jupyterlab" / "notebook-extension"
     settings.mkdir(parents=True)
     (settings / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
-    news = tmp / "settings" / "@jupyterlab" / "apputils-extension"
-    news.mkdir(parents=True)
-    (news / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
+    app_settings = tmp / "app-settings"  # the Makefile: .venv/share/jupyter/lab/settings
+    app_settings.mkdir()
+    (app_settings / "overrides.json").write_text(json.dumps(LAB_OVERRIDES))
     port, token = _free_port(), secrets.token_hex(16)
     env = dict(os.environ,
                JUPYTER_CONFIG_DIR=str(tmp / "config"), JUPYTER_DATA_DIR=str(tmp / "data"),
                JUPYTER_RUNTIME_DIR=str(tmp / "runtime"),
                JUPYTERLAB_SETTINGS_DIR=str(tmp / "settings"),
                JUPYTERLAB_WORKSPACES_DIR=str(tmp / "workspaces"))
+    # sign the copies as `make lab` signs notebooks/: into this server's own data dir
+    subprocess.run([str(jupyter_lab.parent / "jupyter-trust"),
+                    *sorted(str(p) for p in work.glob("*.ipynb"))],
+                   env=env, check=True, capture_output=True)
     # the kernel is the venv's own: python3 in this interpreter's prefix
     log = open(tmp / "lab.log", "w")  # noqa: SIM115 - closed below
     server = subprocess.Popen(
@@ -101,6 +121,7 @@ def lab(tmp_path_factory):
          f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={work}",
          "--LabApp.check_for_updates_class="
          "jupyterlab.handlers.announcements.NeverCheckForUpdate",
+         f"--LabApp.app_settings_dir={app_settings}",
          *(["--allow-root"] if os.geteuid() == 0 else [])],  # CI containers run as root
         cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
@@ -145,6 +166,28 @@ def _no_error_outputs(page) -> None:
     assert not texts, "error output in the notebook:\n" + "\n---\n".join(texts)[:3000]
 
 
+def _trusted(page) -> None:
+    """The status bar's trust item says every code cell is trusted (checked before any cell
+    runs: a cell's own new outputs are always trusted)."""
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.jp-StatusItem-trust')]"
+        ".some(e => e.title.startsWith('Notebook'))", timeout=60_000)
+    titles = page.eval_on_selector_all(".jp-StatusItem-trust", "els => els.map(e => e.title)")
+    assert any(t.startswith("Notebook trusted") for t in titles), titles
+
+
+def _no_news_question(page, lab) -> None:
+    """The news question is off in the settings the server gives the page, and not shown."""
+    base, token = lab
+    plugin = "@jupyterlab/apputils-extension:notification"
+    with urllib.request.urlopen(f"{base}/lab/api/settings/{plugin}?token={token}",
+                                timeout=30) as r:
+        schema = json.load(r)["schema"]
+    assert schema["properties"]["fetchNews"]["default"] == "false", schema["properties"]
+    shown = page.locator(".Toastify__toast", has_text="Jupyter news").all_inner_texts()
+    assert not shown, shown
+
+
 def _committed_images(path: Path) -> int:
     nb = json.loads(path.read_text())
     return sum("image/png" in out.get("data", {}) for cell in nb["cells"]
@@ -166,6 +209,8 @@ def test_notebook_01_figures_render(browser, lab):
             page.wait_for_timeout(500)
         assert len(sizes) == _committed_images(NOTEBOOKS / TOUR_NB) >= 2, sizes
         assert all(w > 100 and h > 100 for _, w, h in sizes), sizes
+        _trusted(page)
+        _no_news_question(page, lab)  # by now the page has long been restored
         _no_error_outputs(page)
         assert not errors, errors
     finally:
@@ -205,6 +250,19 @@ def _wait_redrawn(page, before: list[str]) -> None:
         "!== before[i])", arg=before, timeout=120_000)
 
 
+def _natural_aspect(page) -> None:
+    """Each explorer figure is shown at its PNG's aspect ratio (not stretched to its
+    neighbour's height) and with fewer CSS pixels than the PNG has (sharp when zoomed or on a
+    HiDPI screen)."""
+    sizes = page.evaluate(f"() => {_EXPLORER_IMAGES}.map(e => [e.naturalWidth, "
+                          "e.naturalHeight, e.getBoundingClientRect().width, "
+                          "e.getBoundingClientRect().height])")
+    assert len(sizes) == 3, sizes
+    for nw, nh, w, h in sizes:
+        assert w > 100 and abs((w / h) / (nw / nh) - 1) < 0.02, sizes
+        assert nw >= 1.5 * w, sizes
+
+
 def _shots() -> Path:
     shots = Path(os.environ.get("GROK_FLAX_SCREENSHOTS", ROOT / "runs" / "browser"))
     shots.mkdir(parents=True, exist_ok=True)
@@ -216,6 +274,7 @@ def test_routing_explorer_runs_and_redraws(browser, lab, tmp_path):
     ok = False
     try:
         cells = page.locator(".jp-Notebook .jp-CodeCell")
+        _trusted(page)
         _run_cell(page, cells.first)  # imports and the demo model
         explorer = page.locator(".jp-CodeCell", has_text="viz.RoutingExplorer(model")
         _run_cell(page, explorer.first)
@@ -223,6 +282,7 @@ def test_routing_explorer_runs_and_redraws(browser, lab, tmp_path):
         page.wait_for_function(
             f"() => {_EXPLORER_IMAGES}.filter(e => e.naturalWidth > 100).length >= 3",
             timeout=240_000)
+        _natural_aspect(page)
         before = _sources(page)
         status_before = page.locator(".grok-explorer-status").inner_text()
 

@@ -10,7 +10,8 @@ from flax import nnx
 from matplotlib.figure import Figure
 
 from grok_flax import Grok, GrokConfig, abstract_model, viz
-from grok_flax.scale.sharding import abstract_state, make_mesh
+from grok_flax.scale.mesh import make_mesh
+from grok_flax.scale.sharding import abstract_state
 
 CFG = GrokConfig.tiny(compute_dtype="float32", num_experts=4, num_layers=2, quantized=False)
 T = 9
@@ -34,6 +35,11 @@ def _renders(fig):
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=40)
     assert buf.getvalue()[:4] == b"\x89PNG"
+
+
+def _png_size(png: bytes) -> tuple[int, int]:
+    """(width, height) of a PNG, from its IHDR chunk."""
+    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
 
 
 def _visible(fig):
@@ -60,6 +66,15 @@ def test_routing_heatmap(captured):
     assert ax.images[0].get_array().shape == (T, CFG.num_layers)
     np.testing.assert_array_equal(ax.images[0].get_array(), cap["experts"][:, 1, :, 0].T)
     assert len(cb.get_yticks()) == CFG.num_experts
+    # the caption under the title says what the colours and the cell text are
+    assert fig.get_suptitle() and "cell text e:g" in ax.get_title()
+    plain = viz.routing_heatmap(cap["experts"], labels, title="custom title")
+    assert plain.get_suptitle() == "custom title"
+    caption = plain.axes[0].get_title().replace("\n", " ")
+    assert "cell text a·b = its 2 chosen experts: a = 1st choice, b = 2nd" in caption
+    assert plain.axes[0].texts[0].get_text() == "·".join(str(e) for e in cap["experts"][0, 0, 0])
+    quiet = viz.routing_heatmap(cap["experts"], labels, annotate=False)
+    assert not quiet.axes[0].texts and "cell text" not in quiet.axes[0].get_title()
     with pytest.raises(ValueError, match="labels"):
         viz.routing_heatmap(cap["experts"], labels[:-1])
 
@@ -83,6 +98,9 @@ def test_attention_maps(captured):
     _renders(fig)
     panels = [a for a in _visible(fig) if a.images]
     assert len(panels) == CFG.q_per_kv
+    # query head q reads KV head q // q_per_kv
+    assert [a.get_title() for a in panels] == [
+        f"query head {CFG.q_per_kv + h} (reads KV head 1)" for h in range(CFG.q_per_kv)]
     assert [t.get_text() for t in panels[0].get_yticklabels()] == labels
     assert [t.get_text() for t in panels[0].get_xticklabels()] == labels
     w = panels[0].images[0].get_array()
@@ -260,6 +278,14 @@ def test_routing_explorer_figures_and_widgets():
     ex.widget  # noqa: B018 - builds the widgets and draws the first figures
     before = {k: img.value for k, img in ex.images.items()}
     assert all(before.values()) and "layer 0" in ex.status.value
+    assert "query head 0 (reads KV head 0)" in ex.status.value
+    ex.head_slider.value = cfg.num_q_heads - 1
+    assert (f"query head {cfg.num_q_heads - 1} (reads KV head {cfg.num_kv_heads - 1})"
+            in ex.status.value)
+    # shown at the figure's width in CSS pixels, drawn with twice as many: sharp when zoomed
+    width = int(ex.images["router"].width)
+    assert ex.images["router"].layout.height == "auto"
+    assert _png_size(ex.images["router"].value)[0] == 2 * width
     ex.layer_slider.value = 1
     after = {k: img.value for k, img in ex.images.items()}
     assert after["router"] != before["router"] and "layer 1" in ex.status.value
