@@ -35,13 +35,22 @@ def main(lengths=(2048, 4096, 8192), repeats: int = 5, chunk: int = 512) -> list
         mem_naive, mem_chunked = temp_bytes(naive, *args), temp_bytes(chunked, *args)
         fn, fc = jax.jit(naive), jax.jit(chunked)
         diff = float(jnp.abs(fn(*args) - fc(*args)).max())
-        t = interleaved({"naive": lambda: fn(*args), "chunked": lambda: fc(*args)},
-                        repeats if T < 8192 else max(3, repeats - 2))
-        rows.append({"T": T, "naive temp MiB": mem_naive / 2**20,
-                     "chunked temp MiB": mem_chunked / 2**20,
-                     "memory ratio": mem_naive / mem_chunked,
-                     "naive s": t["naive"], "chunked s": t["chunked"],
-                     "speed-up": t["naive"] / t["chunked"], "max abs diff": diff})
+        t = interleaved(
+            {"naive": lambda: fn(*args), "chunked": lambda: fc(*args)},
+            repeats if T < 8192 else max(3, repeats - 2),
+        )
+        rows.append(
+            {
+                "T": T,
+                "naive temp MiB": mem_naive / 2**20,
+                "chunked temp MiB": mem_chunked / 2**20,
+                "memory ratio": mem_naive / mem_chunked,
+                "naive s": t["naive"],
+                "chunked s": t["chunked"],
+                "speed-up": t["naive"] / t["chunked"],
+                "max abs diff": diff,
+            }
+        )
         assert diff <= 1e-5, diff
     return rows
 

@@ -21,16 +21,19 @@ from grok_flax.scale.sharding import batch_sharding, state_shardings  # noqa: E4
 
 
 def _abstract(tree, shardings):
-    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                        tree, shardings)
+    return jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), tree, shardings
+    )
 
 
 def compile_seconds(cfg: GrokConfig, mesh, context: int = 8192) -> dict:
     model = abstract_model(cfg)
     memory = nnx.eval_shape(lambda: KVMemory(cfg, 1, context))
     (g_m, s_m), (g_k, s_k) = nnx.split(model), nnx.split(memory)
-    s_m, s_k = _abstract(s_m, state_shardings(s_m, mesh)), _abstract(s_k, state_shardings(s_k,
-                                                                                          mesh))
+    s_m, s_k = (
+        _abstract(s_m, state_shardings(s_m, mesh)),
+        _abstract(s_k, state_shardings(s_k, mesh)),
+    )
 
     def run(params, mem_state, tokens):
         m, mem = nnx.merge(g_m, params), nnx.merge(g_k, mem_state)
@@ -51,14 +54,28 @@ def main(loop_layers: int = 64) -> list[dict]:
     scan = compile_seconds(base, mesh)
     loop = compile_seconds(base.replace(scan_layers=False, num_layers=loop_layers), mesh)
     scale = 64 / loop_layers
-    rows = [{"layers": "scan (64)", "prefill s": scan["prefill"], "decode s": scan["decode"],
-             "total s": scan["prefill"] + scan["decode"]},
-            {"layers": f"Python loop ({loop_layers}{', ×' + str(scale) if scale != 1 else ''})",
-             "prefill s": loop["prefill"] * scale, "decode s": loop["decode"] * scale,
-             "total s": (loop["prefill"] + loop["decode"]) * scale}]
-    rows.append({"layers": "loop / scan", "prefill s": rows[1]["prefill s"] / scan["prefill"],
-                 "decode s": rows[1]["decode s"] / scan["decode"],
-                 "total s": rows[1]["total s"] / rows[0]["total s"]})
+    rows = [
+        {
+            "layers": "scan (64)",
+            "prefill s": scan["prefill"],
+            "decode s": scan["decode"],
+            "total s": scan["prefill"] + scan["decode"],
+        },
+        {
+            "layers": f"Python loop ({loop_layers}{', ×' + str(scale) if scale != 1 else ''})",
+            "prefill s": loop["prefill"] * scale,
+            "decode s": loop["decode"] * scale,
+            "total s": (loop["prefill"] + loop["decode"]) * scale,
+        },
+    ]
+    rows.append(
+        {
+            "layers": "loop / scan",
+            "prefill s": rows[1]["prefill s"] / scan["prefill"],
+            "decode s": rows[1]["decode s"] / scan["decode"],
+            "total s": rows[1]["total s"] / rows[0]["total s"],
+        }
+    )
     return rows
 
 

@@ -13,11 +13,23 @@ from flax import nnx
 from benchmarks.common import interleaved, load_line, machine, table
 from grok_flax import Grok, GrokConfig, KVMemory
 
-CFG = GrokConfig(vocab_size=4096, sequence_len=4096, emb_size=256, key_size=32, num_q_heads=8,
-                 num_kv_heads=2, num_layers=4, widening_factor=4.0, num_experts=8,
-                 num_selected_experts=2, embedding_multiplier_scale=16.0,
-                 output_multiplier_scale=0.0625, attn_output_multiplier=0.177,
-                 compute_dtype="float32", attention_chunk=512)
+CFG = GrokConfig(
+    vocab_size=4096,
+    sequence_len=4096,
+    emb_size=256,
+    key_size=32,
+    num_q_heads=8,
+    num_kv_heads=2,
+    num_layers=4,
+    widening_factor=4.0,
+    num_experts=8,
+    num_selected_experts=2,
+    embedding_multiplier_scale=16.0,
+    output_multiplier_scale=0.0625,
+    attn_output_multiplier=0.177,
+    compute_dtype="float32",
+    attention_chunk=512,
+)
 
 
 def main(contexts=(256, 512, 1024, 2048, 4096), repeats: int = 5) -> list[dict]:
@@ -39,12 +51,22 @@ def main(contexts=(256, 512, 1024, 2048, 4096), repeats: int = 5) -> list[dict]:
         prefill(model, toks[:, :-1], memory)
         a, b = step(model, toks[:, -1:], memory), forward(model, toks)
         diff = float(jnp.abs(a - b).max())
-        t = interleaved({"memory": lambda: step(model, toks[:, -1:], memory),
-                         "recompute": lambda: forward(model, toks)},
-                        repeats if n < 4096 else 3)
-        rows.append({"context": n, "KV step ms": t["memory"] * 1e3,
-                     "recompute ms": t["recompute"] * 1e3,
-                     "speed-up": t["recompute"] / t["memory"], "max abs diff": diff})
+        t = interleaved(
+            {
+                "memory": lambda: step(model, toks[:, -1:], memory),
+                "recompute": lambda: forward(model, toks),
+            },
+            repeats if n < 4096 else 3,
+        )
+        rows.append(
+            {
+                "context": n,
+                "KV step ms": t["memory"] * 1e3,
+                "recompute ms": t["recompute"] * 1e3,
+                "speed-up": t["recompute"] / t["memory"],
+                "max abs diff": diff,
+            }
+        )
         assert diff < 1e-3, diff
     return rows
 

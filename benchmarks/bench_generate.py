@@ -30,13 +30,27 @@ from grok_flax.scale.sharding import shard_module  # noqa: E402
 
 # 2 layers, Grok-1's vocabulary, everything else tiny: the per-token work is dominated by
 # what surrounds the layers (un-embedding 131072 logits, sampling, the step's dispatch)
-CONFIG = dict(vocab_size=131072, emb_size=32, num_layers=2, key_size=8, num_q_heads=8,
-              num_kv_heads=8, widening_factor=2.0, num_experts=8, num_selected_experts=2,
-              sequence_len=256, attention_chunk=64, attn_out_scale_blocks=8,
-              moe_out_scale_blocks=8, compute_dtype="float32")
-MODES = {"greedy": dict(temperature=0.0),
-         "sampled, top-k 50": dict(temperature=0.7, top_p=0.95, top_k=50),
-         "sampled, top-p only": dict(temperature=0.7, top_p=0.95)}
+CONFIG = dict(
+    vocab_size=131072,
+    emb_size=32,
+    num_layers=2,
+    key_size=8,
+    num_q_heads=8,
+    num_kv_heads=8,
+    widening_factor=2.0,
+    num_experts=8,
+    num_selected_experts=2,
+    sequence_len=256,
+    attention_chunk=64,
+    attn_out_scale_blocks=8,
+    moe_out_scale_blocks=8,
+    compute_dtype="float32",
+)
+MODES = {
+    "greedy": dict(temperature=0.0),
+    "sampled, top-k 50": dict(temperature=0.7, top_p=0.95, top_k=50),
+    "sampled, top-p only": dict(temperature=0.7, top_p=0.95),
+}
 
 
 def contenders(prompt_len: int = 32, new_tokens: int = 32):
@@ -46,13 +60,16 @@ def contenders(prompt_len: int = 32, new_tokens: int = 32):
     mesh = make_mesh(1, 8)
     shard_module(sharded, mesh)
     prompt = np.random.default_rng(0).integers(3, cfg.vocab_size, prompt_len).tolist()
-    gens = {"1 device": Generator(single, max_len=128),
-            "1×8 mesh": Generator(sharded, max_len=128, mesh=mesh)}
+    gens = {
+        "1 device": Generator(single, max_len=128),
+        "1×8 mesh": Generator(sharded, max_len=128, mesh=mesh),
+    }
     out = {}
     for where, gen in gens.items():
         for mode, kw in MODES.items():
-            out[(where, mode)] = (lambda gen=gen, kw=kw:
-                                  gen.generate([prompt], max_new_tokens=new_tokens, **kw))
+            out[(where, mode)] = lambda gen=gen, kw=kw: gen.generate(
+                [prompt], max_new_tokens=new_tokens, **kw
+            )
     return out
 
 
@@ -67,8 +84,15 @@ def decode_rates(rounds: int = 5) -> list[dict]:
             rates[key].append(r.decode_tokens_per_s)
     rows = []
     for (where, mode), v in rates.items():
-        rows.append({"where": where, "sampling": mode, "decode tok/s": statistics.median(v),
-                     "ms/token": 1e3 / statistics.median(v), "runs": len(v)})
+        rows.append(
+            {
+                "where": where,
+                "sampling": mode,
+                "decode tok/s": statistics.median(v),
+                "ms/token": 1e3 / statistics.median(v),
+                "runs": len(v),
+            }
+        )
     return rows
 
 
@@ -90,11 +114,18 @@ def grok1_decode_writes(context: int = 8192, batch: int = 1) -> list[dict]:
     p, ms = abstract_state(p, mesh), abstract_state(ms, mesh)
     vec = batch_sharding(mesh, 1, batch=batch)
     keys = jax.eval_shape(lambda: jax.vmap(jax.random.key)(np.zeros(batch, np.uint32)))
-    args = (g, p, mg, ms, jax.ShapeDtypeStruct((batch,), np.int32, sharding=vec),
-            jax.ShapeDtypeStruct(keys.shape, keys.dtype, sharding=vec), 1,
-            jax.ShapeDtypeStruct((batch,), np.float32, sharding=vec),
-            jax.ShapeDtypeStruct((batch,), np.float32, sharding=vec),
-            jax.ShapeDtypeStruct((batch,), np.int32, sharding=vec))
+    args = (
+        g,
+        p,
+        mg,
+        ms,
+        jax.ShapeDtypeStruct((batch,), np.int32, sharding=vec),
+        jax.ShapeDtypeStruct(keys.shape, keys.dtype, sharding=vec),
+        1,
+        jax.ShapeDtypeStruct((batch,), np.float32, sharding=vec),
+        jax.ShapeDtypeStruct((batch,), np.float32, sharding=vec),
+        jax.ShapeDtypeStruct((batch,), np.int32, sharding=vec),
+    )
     text = decode_step.lower(*args).compile().as_text()
     k = ms["k"].get_value()
     local = k.sharding.shard_shape(k.shape)  # [L, B, S, K/8, H]
@@ -103,11 +134,15 @@ def grok1_decode_writes(context: int = 8192, batch: int = 1) -> list[dict]:
     # the writes sit in the scanned layer: each runs once per layer
     per_device = sum(int(np.prod(u)) for _, u in writes) * item * cfg.num_layers
     whole_layer = 2 * cfg.num_layers * int(np.prod(local[1:])) * item
-    return [{"Grok-1 decode step, 1×8, context": context,
-             "KV writes per device": f"{per_device / 2**10:,.0f} KiB",
-             "over the mesh": f"{8 * per_device / 2**10:,.0f} KiB",
-             "rewriting whole layer slices (before)": f"{8 * whole_layer / 2**30:.2f} GiB",
-             "other ops producing the memory": len(others)}]
+    return [
+        {
+            "Grok-1 decode step, 1×8, context": context,
+            "KV writes per device": f"{per_device / 2**10:,.0f} KiB",
+            "over the mesh": f"{8 * per_device / 2**10:,.0f} KiB",
+            "rewriting whole layer slices (before)": f"{8 * whole_layer / 2**30:.2f} GiB",
+            "other ops producing the memory": len(others),
+        }
+    ]
 
 
 def main() -> list[dict]:
@@ -117,8 +152,13 @@ def main() -> list[dict]:
 if __name__ == "__main__":
     print(load_line())
     cfg = GrokConfig(**CONFIG)
-    print(table(decode_rates(), f"Decode, {cfg.num_layers} layers, vocab {cfg.vocab_size}, "
-                                f"d={cfg.emb_size}, batch 1 — {machine()}"))
+    print(
+        table(
+            decode_rates(),
+            f"Decode, {cfg.num_layers} layers, vocab {cfg.vocab_size}, "
+            f"d={cfg.emb_size}, batch 1 — {machine()}",
+        )
+    )
     if "--no-grok1" not in sys.argv:
         print()
         print(table(grok1_decode_writes(), "KV memory written by one decode step"))

@@ -30,9 +30,19 @@ import numpy as np
 
 from benchmarks.common import load_line, machine, table
 
-CFG = dict(vocab_size=32768, sequence_len=512, emb_size=1024, key_size=64, num_q_heads=16,
-           num_kv_heads=4, num_layers=16, widening_factor=4.0, num_experts=8,
-           num_selected_experts=2, compute_dtype="float32")
+CFG = dict(
+    vocab_size=32768,
+    sequence_len=512,
+    emb_size=1024,
+    key_size=64,
+    num_q_heads=16,
+    num_kv_heads=4,
+    num_layers=16,
+    widening_factor=4.0,
+    num_experts=8,
+    num_selected_experts=2,
+    compute_dtype="float32",
+)
 
 _CHILD = r"""
 import json, resource, sys, threading, time
@@ -131,8 +141,9 @@ def main(repeats: int = 5, cold_repeats: int = 5) -> list[dict]:
         subprocess.run(["cat", *files], stdout=subprocess.DEVNULL, check=True)  # warm cache
 
         def child(*argv) -> str:
-            out = subprocess.run([sys.executable, "-c", *argv], capture_output=True,
-                                 text=True, check=True)
+            out = subprocess.run(
+                [sys.executable, "-c", *argv], capture_output=True, text=True, check=True
+            )
             return out.stdout.strip().splitlines()[-1]
 
         def cat() -> dict:
@@ -142,8 +153,11 @@ def main(repeats: int = 5, cold_repeats: int = 5) -> list[dict]:
             return dict(seconds=secs, sys=r1.ru_stime - r0.ru_stime)
 
         r = json.loads(child(_CHILD, tmp, json.dumps(CFG), "memory"))
-        contenders = {"cat": cat, "floor": lambda: json.loads(child(_FLOOR_CHILD, *files)),
-                      "load": lambda: json.loads(child(_CHILD, tmp, json.dumps(CFG), "time"))}
+        contenders = {
+            "cat": cat,
+            "floor": lambda: json.loads(child(_FLOOR_CHILD, *files)),
+            "load": lambda: json.loads(child(_CHILD, tmp, json.dumps(CFG), "time")),
+        }
         runs: dict[str, list[dict]] = {k: [] for k in contenders}
         cold: dict[str, list[dict]] = {k: [] for k in contenders}
         for _ in range(repeats):  # interleaved; every contender is a fresh process
@@ -154,28 +168,49 @@ def main(repeats: int = 5, cold_repeats: int = 5) -> list[dict]:
                 _drop_page_cache()
                 cold[k].append(fn())
     overhead = max(0, r["peak"] - r["arrays"])
-    rows = [{"checkpoint GB": size / 1e9, "loaded arrays GB": r["arrays"] / 1e9,
-             "peak RssAnon GB": r["peak"] / 1e9, "overhead GB": overhead / 1e9,
-             "overhead / ckpt": overhead / size, **_timing_columns(runs)}]
+    rows = [
+        {
+            "checkpoint GB": size / 1e9,
+            "loaded arrays GB": r["arrays"] / 1e9,
+            "peak RssAnon GB": r["peak"] / 1e9,
+            "overhead GB": overhead / 1e9,
+            "overhead / ckpt": overhead / size,
+            **_timing_columns(runs),
+        }
+    ]
     if cold["load"]:
-        rows.append({**rows[0], "peak RssAnon GB": "", "overhead GB": "",
-                     "overhead / ckpt": "cold cache", **_timing_columns(cold)})
+        rows.append(
+            {
+                **rows[0],
+                "peak RssAnon GB": "",
+                "overhead GB": "",
+                "overhead / ckpt": "cold cache",
+                **_timing_columns(cold),
+            }
+        )
     return rows
 
 
 def _timing_columns(runs: dict[str, list[dict]]) -> dict:
     """Medians, the load/cat ratio of each round, and the kernel CPU time each contender
     spent (``cat`` reads through one reused buffer; the others fault in new memory)."""
-    med = {k: {m: statistics.median(r[m] for r in rs) for m in ("seconds", "sys")}
-           for k, rs in runs.items()}
-    ratios = [lo["seconds"] / c["seconds"] for lo, c in zip(runs["load"], runs["cat"],
-                                                            strict=True)]
+    med = {
+        k: {m: statistics.median(r[m] for r in rs) for m in ("seconds", "sys")}
+        for k, rs in runs.items()
+    }
+    ratios = [lo["seconds"] / c["seconds"] for lo, c in zip(runs["load"], runs["cat"], strict=True)]
     load_s, cat_s, floor_s = (med[k]["seconds"] for k in ("load", "cat", "floor"))
-    return {"load s": load_s, "cat s": cat_s, "load / cat": load_s / cat_s,
-            "load / cat per round": f"{min(ratios):.2f}–{max(ratios):.2f}",
-            "read-into-new-memory s": floor_s, "load / read-into-new-memory": load_s / floor_s,
-            "kernel CPU s load / new memory / cat":
-                " / ".join(f"{med[k]['sys']:.2f}" for k in ("load", "floor", "cat"))}
+    return {
+        "load s": load_s,
+        "cat s": cat_s,
+        "load / cat": load_s / cat_s,
+        "load / cat per round": f"{min(ratios):.2f}–{max(ratios):.2f}",
+        "read-into-new-memory s": floor_s,
+        "load / read-into-new-memory": load_s / floor_s,
+        "kernel CPU s load / new memory / cat": " / ".join(
+            f"{med[k]['sys']:.2f}" for k in ("load", "floor", "cat")
+        ),
+    }
 
 
 def _drop_page_cache() -> bool:

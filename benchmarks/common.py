@@ -15,8 +15,9 @@ def block(x):
     return jax.block_until_ready(x)
 
 
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int = 5,
-                warmup: int = 1) -> dict[str, float]:
+def interleaved(
+    fns: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 1
+) -> dict[str, float]:
     """Median seconds per call of each fn, timed in turn (a, b, a, b, …) after warm-up, so
     that a change of machine load hits every contender alike."""
     for fn in fns.values():
@@ -40,6 +41,7 @@ def busy_cores(seconds: float = 1.0) -> float | None:
     """Cores kept busy over the next ``seconds`` while this process sleeps (from
     ``/proc/stat``): the other processes' use, free of this benchmark's own threads, which
     linger in the load average for minutes. None where /proc/stat is missing."""
+
     def sample():
         with open("/proc/stat") as f:
             fields = [int(v) for v in f.readline().split()[1:]]
@@ -73,8 +75,10 @@ def load_line() -> str:
 
 def machine() -> str:
     dev = jax.devices()[0]
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-            f"JAX {jax.__version__} on {dev.platform} ({dev.device_kind})")
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"JAX {jax.__version__} on {dev.platform} ({dev.device_kind})"
+    )
 
 
 def temp_bytes(fn, *args) -> int:
@@ -85,8 +89,12 @@ def temp_bytes(fn, *args) -> int:
 def table(rows: list[dict], title: str) -> str:
     keys = list(rows[0])
     width = {k: max(len(k), *(len(_fmt(r[k])) for r in rows)) for k in keys}
-    lines = [f"## {title}", "", "| " + " | ".join(k.ljust(width[k]) for k in keys) + " |",
-             "|" + "|".join("-" * (width[k] + 2) for k in keys) + "|"]
+    lines = [
+        f"## {title}",
+        "",
+        "| " + " | ".join(k.ljust(width[k]) for k in keys) + " |",
+        "|" + "|".join("-" * (width[k] + 2) for k in keys) + "|",
+    ]
     for r in rows:
         lines.append("| " + " | ".join(_fmt(r[k]).ljust(width[k]) for k in keys) + " |")
     return "\n".join(lines)

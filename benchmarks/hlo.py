@@ -41,8 +41,18 @@ def parse_hlo(text: str):
     return instrs, shapes
 
 
-_PASSTHROUGH = {"parameter", "get-tuple-element", "tuple", "while", "bitcast", "fusion",
-                "conditional", "call", "copy-done", "opt-barrier"}
+_PASSTHROUGH = {
+    "parameter",
+    "get-tuple-element",
+    "tuple",
+    "while",
+    "bitcast",
+    "fusion",
+    "conditional",
+    "call",
+    "copy-done",
+    "opt-barrier",
+}
 
 
 def hlo_writes_into(text: str, shape: tuple[int, ...]):

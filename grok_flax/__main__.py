@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-DESCRIPTION = ("Grok-1 in Flax NNX: inspect, run, convert and plan checkpoints in the "
-               "release's format. Every user error exits with status 2 and one line on stderr.")
+DESCRIPTION = (
+    "Grok-1 in Flax NNX: inspect, run, convert and plan checkpoints in the "
+    "release's format. Every user error exits with status 2 and one line on stderr."
+)
 
 
 def _cmd_inspect(args) -> int:
@@ -24,13 +26,14 @@ def _cmd_inspect(args) -> int:
             print(f"{r['file']:<16} {r['name']:<58} ERROR: {r['error']}")
             continue
         total += r["bytes"]
-        print(f"{r['file']:<16} {r['name']:<58} {str(r['shape']):<22} {r['dtype']:<9} "
-              f"{'Q' if r['quantized'] else '':<2} {r['bytes']:>14,}")
+        print(
+            f"{r['file']:<16} {r['name']:<58} {str(r['shape']):<22} {r['dtype']:<9} "
+            f"{'Q' if r['quantized'] else '':<2} {r['bytes']:>14,}"
+        )
     print(f"{len(rows)} tensors, {total:,} bytes ({total / 1e9:.2f} GB)")
     bad = sum("error" in r for r in rows)
     if bad:
-        raise ValueError(f"{bad} of {len(rows)} tensors could not be read (the ERROR rows "
-                         f"above)")
+        raise ValueError(f"{bad} of {len(rows)} tensors could not be read (the ERROR rows above)")
     return 0
 
 
@@ -39,15 +42,15 @@ def _simulate_devices_for(mesh_text: str | None) -> None:
     (must run before JAX starts its backend; a user-set device count is left alone)."""
     import os
 
-    if not mesh_text or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS",
-                                                                                   ""):
+    if not mesh_text or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
         return
     from grok_flax.scale.mesh import parse_mesh_spec
 
     shape = parse_mesh_spec(mesh_text)
     n = shape["data"] * shape["model"]
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                               f" --xla_force_host_platform_device_count={n}").strip()
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={n}"
+    ).strip()
 
 
 def _check_generate_args(args) -> None:
@@ -65,8 +68,9 @@ def _check_generate_args(args) -> None:
     if args.max_len is not None and args.max_len < 2:
         raise ValueError(f"--max-len must be >= 2, got {args.max_len}")
     if args.checkpoint is None and args.config is not None:
-        raise ValueError("--config needs --checkpoint (without both, the bundled demo model "
-                         "is used)")
+        raise ValueError(
+            "--config needs --checkpoint (without both, the bundled demo model is used)"
+        )
     if args.checkpoint is not None and args.tokenizer is None:
         raise ValueError("--checkpoint needs --tokenizer (the release's tokenizer.model)")
     if args.mesh:
@@ -94,14 +98,18 @@ def _check_prompt_fits(tokenizer, args, max_len: int) -> None:
     if n == 0:
         raise ValueError("--prompt is empty")
     if args.max_new_tokens >= max_len:
-        raise ValueError(f"--max-new-tokens {args.max_new_tokens} leaves no room for a prompt "
-                         f"in a context of {max_len}")
+        raise ValueError(
+            f"--max-new-tokens {args.max_new_tokens} leaves no room for a prompt "
+            f"in a context of {max_len}"
+        )
     room = max_len - args.max_new_tokens
     if n > room and not args.truncate_left:
-        raise ValueError(f"the prompt has {n} tokens; with --max-new-tokens "
-                         f"{args.max_new_tokens} the context of {max_len} leaves room for "
-                         f"{room}: shorten it, lower --max-new-tokens, or pass --truncate-left "
-                         f"to drop its start")
+        raise ValueError(
+            f"the prompt has {n} tokens; with --max-new-tokens "
+            f"{args.max_new_tokens} the context of {max_len} leaves room for "
+            f"{room}: shorten it, lower --max-new-tokens, or pass --truncate-left "
+            f"to drop its start"
+        )
 
 
 def _cmd_generate(args) -> int:
@@ -118,12 +126,13 @@ def _cmd_generate(args) -> int:
         cfg = _checkpoint_config(args)
         tokenizer = Tokenizer(args.tokenizer)
         if tokenizer.vocab_size > cfg.vocab_size:
-            raise ValueError(f"the tokenizer has {tokenizer.vocab_size} pieces but the config's "
-                             f"vocab_size is {cfg.vocab_size}")
+            raise ValueError(
+                f"the tokenizer has {tokenizer.vocab_size} pieces but the config's "
+                f"vocab_size is {cfg.vocab_size}"
+            )
     max_len = cfg.sequence_len if args.max_len is None else args.max_len
     if max_len > cfg.sequence_len:
-        raise ValueError(f"--max-len {max_len} exceeds the model's context "
-                         f"{cfg.sequence_len}")
+        raise ValueError(f"--max-len {max_len} exceeds the model's context {cfg.sequence_len}")
     _check_prompt_fits(tokenizer, args, max_len)
 
     from grok_flax.running.generate import Generator, stream_text
@@ -142,17 +151,25 @@ def _cmd_generate(args) -> int:
 
         model = load_checkpoint(args.checkpoint, cfg, mesh=mesh, progress=not args.quiet)
     gen = Generator(model, tokenizer, max_len=max_len, mesh=mesh)
-    kw = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-              top_p=args.top_p, top_k=args.top_k, seed=args.seed,
-              truncate="left" if args.truncate_left else None)
+    kw = dict(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        seed=args.seed,
+        truncate="left" if args.truncate_left else None,
+    )
     for piece in stream_text(gen, args.prompt, **kw):
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
     r = gen.last
     if not args.quiet:
-        print(f"[{len(r.prompt_tokens[0])} prompt tokens, {len(r.tokens[0])} new "
-              f"({r.finish_reasons[0]}); {r.speed()}]", file=sys.stderr)
+        print(
+            f"[{len(r.prompt_tokens[0])} prompt tokens, {len(r.tokens[0])} new "
+            f"({r.finish_reasons[0]}); {r.speed()}]",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -184,8 +201,11 @@ class _Help(argparse.HelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if (not action.option_strings or "%(default)" in text
-                or action.default in (None, False, argparse.SUPPRESS)):
+        if (
+            not action.option_strings
+            or "%(default)" in text
+            or action.default in (None, False, argparse.SUPPRESS)
+        ):
             return text
         return f"{text} (default: %(default)s)"
 
@@ -194,8 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The one argument tree of ``python -m grok_flax``."""
     from grok_flax.running.plan import add_plan_arguments
 
-    parser = argparse.ArgumentParser(prog="python -m grok_flax", description=DESCRIPTION,
-                                     formatter_class=_Help)
+    parser = argparse.ArgumentParser(
+        prog="python -m grok_flax", description=DESCRIPTION, formatter_class=_Help
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, text: str) -> argparse.ArgumentParser:
@@ -203,51 +224,71 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("inspect", "print the tensor table of a ckpt-0 (reads no data)")
     p.add_argument("path", help="folder holding ckpt-0/, or ckpt-0/ itself")
-    p.add_argument("--num-layers", type=int, default=None,
-                   help="layers, for the tensor names (default: from the file count)")
+    p.add_argument(
+        "--num-layers",
+        type=int,
+        default=None,
+        help="layers, for the tensor names (default: from the file count)",
+    )
     p.set_defaults(func=_cmd_inspect)
 
     p = command("generate", "stream a continuation of --prompt to stdout")
-    p.add_argument("--checkpoint", help="folder holding ckpt-0/ (default: the bundled demo "
-                                        "model); its config.json is read when present")
-    p.add_argument("--config", help="a preset (grok-1, small, tiny), a JSON file of GrokConfig "
-                                    "fields (others take Grok-1's values) or a folder holding "
-                                    "config.json (default: the checkpoint's, else grok-1)")
-    p.add_argument("--tokenizer", help="SentencePiece tokenizer.model (needed with "
-                                       "--checkpoint)")
+    p.add_argument(
+        "--checkpoint",
+        help="folder holding ckpt-0/ (default: the bundled demo "
+        "model); its config.json is read when present",
+    )
+    p.add_argument(
+        "--config",
+        help="a preset (grok-1, small, tiny), a JSON file of GrokConfig "
+        "fields (others take Grok-1's values) or a folder holding "
+        "config.json (default: the checkpoint's, else grok-1)",
+    )
+    p.add_argument("--tokenizer", help="SentencePiece tokenizer.model (needed with --checkpoint)")
     p.add_argument("--prompt", required=True, help="the text to continue")
-    p.add_argument("--max-new-tokens", type=int, default=64,
-                   help="tokens to generate at most")
-    p.add_argument("--temperature", type=float, default=0.0,
-                   help="sampling temperature; 0 = greedy")
-    p.add_argument("--top-p", type=float, default=1.0,
-                   help="nucleus sampling: keep the smallest set of tokens holding this "
-                        "probability, in (0, 1]; 1 = off")
-    p.add_argument("--top-k", type=int, default=0,
-                   help="keep the k most likely tokens; 0 = off")
-    p.add_argument("--seed", type=int, default=0,
-                   help="random seed of the sampler, in [0, 2**32)")
-    p.add_argument("--max-len", type=int, default=None,
-                   help="KV memory size in tokens (default: the config's sequence_len)")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate at most")
+    p.add_argument(
+        "--temperature", type=float, default=0.0, help="sampling temperature; 0 = greedy"
+    )
+    p.add_argument(
+        "--top-p",
+        type=float,
+        default=1.0,
+        help="nucleus sampling: keep the smallest set of tokens holding this "
+        "probability, in (0, 1]; 1 = off",
+    )
+    p.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens; 0 = off")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the sampler, in [0, 2**32)")
+    p.add_argument(
+        "--max-len",
+        type=int,
+        default=None,
+        help="KV memory size in tokens (default: the config's sequence_len)",
+    )
     p.add_argument("--mesh", help="device mesh, e.g. data=1,model=8 (simulated on a CPU)")
-    p.add_argument("--truncate-left", action="store_true",
-                   help="drop the start of a prompt that doesn't fit (without it: an error)")
+    p.add_argument(
+        "--truncate-left",
+        action="store_true",
+        help="drop the start of a prompt that doesn't fit (without it: an error)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress/speed on stderr")
     p.set_defaults(func=_cmd_generate)
 
     p = command("convert", "official ckpt-0 <-> safetensors <-> orbax, exactly")
     p.add_argument("src", help="official folder, *.safetensors, or *.orbax folder")
     p.add_argument("dst", help="official folder, *.safetensors, or *.orbax folder")
-    p.add_argument("--config", help="preset, GrokConfig JSON file or folder (needed when SRC "
-                                    "is an official checkpoint without config.json)")
+    p.add_argument(
+        "--config",
+        help="preset, GrokConfig JSON file or folder (needed when SRC "
+        "is an official checkpoint without config.json)",
+    )
     p.set_defaults(func=_cmd_convert)
 
     p = command("plan", "per-device memory of the full model on a mesh (AOT)")
     add_plan_arguments(p)
     p.set_defaults(func=_cmd_plan)
 
-    p = command("demo", "the demo: the bundled model generates, then the walkthrough "
-                        "notebooks run")
+    p = command("demo", "the demo: the bundled model generates, then the walkthrough notebooks run")
     p.set_defaults(func=_cmd_demo)
     return parser
 

@@ -49,8 +49,18 @@ def _logits(q, k, multiplier, cap):
     return soft_cap(logits * multiplier, cap)
 
 
-def attend_naive(q, k, v, q_pos, k_pos, k_valid, *, multiplier: float, cap: float = 30.0,
-                 return_weights: bool = False):
+def attend_naive(
+    q,
+    k,
+    v,
+    q_pos,
+    k_pos,
+    k_valid,
+    *,
+    multiplier: float,
+    cap: float = 30.0,
+    return_weights: bool = False,
+):
     """Reference attention. q [B,T,K,R,H]; k, v [B,S,K,H]; q_pos [B,T]; k_pos, k_valid [B,S].
 
     Returns out [B, T, K, R, H] (and weights [B, K, R, T, S] fp32 if asked).
@@ -71,8 +81,9 @@ def _pad_axis1(x, size, value):
     return jnp.pad(x, widths, constant_values=value)
 
 
-def attend_chunked(q, k, v, q_pos, k_pos, k_valid, *, multiplier: float, cap: float = 30.0,
-                   chunk: int = 512):
+def attend_chunked(
+    q, k, v, q_pos, k_pos, k_valid, *, multiplier: float, cap: float = 30.0, chunk: int = 512
+):
     """Online-softmax attention over [chunk × chunk] blocks; same result as ``attend_naive``.
 
     Per query block, a scan over key blocks keeps the running max m, sum l and the weighted
@@ -110,9 +121,11 @@ def attend_chunked(q, k, v, q_pos, k_pos, k_valid, *, multiplier: float, cap: fl
 
             return jax.lax.cond(jnp.any(visible), compute, lambda c: c, carry), None
 
-        init = (jnp.full((B, K, R, qc), MASK_VALUE, jnp.float32),
-                jnp.zeros((B, K, R, qc), jnp.float32),
-                jnp.zeros((B, K, R, qc, H), jnp.float32))
+        init = (
+            jnp.full((B, K, R, qc), MASK_VALUE, jnp.float32),
+            jnp.zeros((B, K, R, qc), jnp.float32),
+            jnp.zeros((B, K, R, qc, H), jnp.float32),
+        )
         (m, l, acc), _ = jax.lax.scan(step, init, (kp, vp, kpos, kval))
         out = acc / jnp.maximum(l, 1e-30)[..., None]  # [B, K, R, qc, H]
         return out.transpose(0, 3, 1, 2, 4).astype(v.dtype)  # [B, qc, K, R, H]
@@ -121,8 +134,9 @@ def attend_chunked(q, k, v, q_pos, k_pos, k_valid, *, multiplier: float, cap: fl
     return out.swapaxes(0, 1).reshape(B, nq * qc, K, R, H)[:, :T]
 
 
-def attend_tokamax(q, k, v, q_pos, k_pos, k_valid, *, multiplier: float, cap: float = 30.0,
-                   implementation=None):
+def attend_tokamax(
+    q, k, v, q_pos, k_pos, k_valid, *, multiplier: float, cap: float = 30.0, implementation=None
+):
     """``attend_naive``'s function through tokamax's fused attention (GQA: query head
     ``k·R + r`` reads KV head ``k``). ``implementation``: tokamax's choice of kernel (None:
     the best available on this platform)."""
@@ -131,8 +145,14 @@ def attend_tokamax(q, k, v, q_pos, k_pos, k_valid, *, multiplier: float, cap: fl
     B, T, K, R, H = q.shape
     mask = visibility(q_pos, k_pos, k_valid)[:, None]  # [B, 1, T, S]
     out = tokamax.dot_product_attention(
-        q.reshape(B, T, K * R, H), k, v, mask=mask, scale=multiplier, logits_soft_cap=cap,
-        implementation=implementation)
+        q.reshape(B, T, K * R, H),
+        k,
+        v,
+        mask=mask,
+        scale=multiplier,
+        logits_soft_cap=cap,
+        implementation=implementation,
+    )
     return out.reshape(B, T, K, R, H).astype(v.dtype)
 
 
@@ -144,18 +164,27 @@ class Attention(nnx.Module):
         D, H = cfg.emb_size, cfg.key_size
         Nq, Nk = cfg.num_q_heads, cfg.num_kv_heads
         lin = dict(quantized=cfg.quantized, dtype=cfg.pdtype)
-        self.query = linear_param(rngs.params(), (D, Nq * H), blocks=1,
-                                  logical=("embed", "q_heads"), **lin)  # [D, Nq·H]
-        self.key = linear_param(rngs.params(), (D, Nk * H), blocks=1,
-                                logical=("embed", "kv_heads"), **lin)  # [D, Nk·H]
-        self.value = linear_param(rngs.params(), (D, Nk * H), blocks=1,
-                                  logical=("embed", "kv_heads"), **lin)  # [D, Nk·H]
-        self.linear = linear_param(rngs.params(), (Nq * H, D), blocks=cfg.attn_out_scale_blocks,
-                                   logical=("q_heads", "embed"), **lin)  # [Nq·H, D]
+        self.query = linear_param(
+            rngs.params(), (D, Nq * H), blocks=1, logical=("embed", "q_heads"), **lin
+        )  # [D, Nq·H]
+        self.key = linear_param(
+            rngs.params(), (D, Nk * H), blocks=1, logical=("embed", "kv_heads"), **lin
+        )  # [D, Nk·H]
+        self.value = linear_param(
+            rngs.params(), (D, Nk * H), blocks=1, logical=("embed", "kv_heads"), **lin
+        )  # [D, Nk·H]
+        self.linear = linear_param(
+            rngs.params(),
+            (Nq * H, D),
+            blocks=cfg.attn_out_scale_blocks,
+            logical=("q_heads", "embed"),
+            **lin,
+        )  # [Nq·H, D]
         self.rope = RotaryEmbedding(H, cfg.rope_base)
 
-    def __call__(self, x, positions, kv=None, *, k_valid, step=None, layer=0,
-                 return_weights: bool = False):
+    def __call__(
+        self, x, positions, kv=None, *, k_valid, step=None, layer=0, return_weights: bool = False
+    ):
         """x [B, T, D]; positions [B, T].
 
         Without memory (``kv=None``) keys are this call's tokens: ``k_valid`` [B, T].

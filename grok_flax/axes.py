@@ -74,10 +74,14 @@ def _split_over(name: str, dim: int, mesh, used: set[str], what: str):
             break
     dropped = [a for a in wanted if a not in (group or ()) and mesh.shape[a] > 1]
     if dropped:
-        why = ", ".join(f"{a}={mesh.shape[a]}" + (" (already used)" if a in used else "")
-                        for a in dropped)
-        warnings.warn(f"{what}: axis {name!r} of size {dim} is not split over mesh axis "
-                      f"{why}: replicated over it", stacklevel=3)
+        why = ", ".join(
+            f"{a}={mesh.shape[a]}" + (" (already used)" if a in used else "") for a in dropped
+        )
+        warnings.warn(
+            f"{what}: axis {name!r} of size {dim} is not split over mesh axis "
+            f"{why}: replicated over it",
+            stacklevel=3,
+        )
     return group
 
 
@@ -88,12 +92,14 @@ def spec_for(logical: tuple[str, ...], shape: tuple[int, ...], mesh, what: str =
     rule asks."""
     logical = tuple(logical)
     if len(logical) != len(shape):
-        raise ValueError(f"{what}: {len(logical)} axis names {logical} for an array of shape "
-                         f"{tuple(shape)}")
+        raise ValueError(
+            f"{what}: {len(logical)} axis names {logical} for an array of shape {tuple(shape)}"
+        )
     unknown = [n for n in logical if n is not None and n not in RULES]
     if unknown:
-        raise ValueError(f"{what}: unknown logical axis name(s) {unknown}; known: "
-                         f"{', '.join(RULES)}")
+        raise ValueError(
+            f"{what}: unknown logical axis name(s) {unknown}; known: {', '.join(RULES)}"
+        )
     used: set[str] = set()
     parts = []
     for name, dim in zip(logical, shape, strict=True):
@@ -105,8 +111,11 @@ def spec_for(logical: tuple[str, ...], shape: tuple[int, ...], mesh, what: str =
 
 def explicit_axes(mesh) -> tuple[str, ...]:
     """The names of ``mesh``'s axes of type Explicit (none on an Auto mesh)."""
-    return tuple(n for n, t in zip(mesh.axis_names, mesh.axis_types, strict=True)
-                 if t == jax.sharding.AxisType.Explicit)
+    return tuple(
+        n
+        for n, t in zip(mesh.axis_names, mesh.axis_types, strict=True)
+        if t == jax.sharding.AxisType.Explicit
+    )
 
 
 def mesh_of(array) -> Mesh | AbstractMesh | None:
@@ -178,5 +187,15 @@ def run_on_mesh(mesh, fn, out_specs, *args):
         return jax.sharding.auto_axes(fn, axes=axes, out_sharding=out_specs(mesh))(*args)
 
 
-__all__ = ["ACTIVATION", "LOGITS", "MESH_AXES", "RULES", "constrain", "explicit_axes",
-           "mesh_of", "run_on_mesh", "spec_for", "spec_of"]
+__all__ = [
+    "ACTIVATION",
+    "LOGITS",
+    "MESH_AXES",
+    "RULES",
+    "constrain",
+    "explicit_axes",
+    "mesh_of",
+    "run_on_mesh",
+    "spec_for",
+    "spec_of",
+]

@@ -32,7 +32,7 @@ def ffn_size(emb_size: int, widening_factor: float) -> int:
 
 
 def resolve_dtype(name: str, platform: str | None = None):
-    """"auto" -> bfloat16 on accelerators, float32 on CPU; other names as they are."""
+    """ "auto" -> bfloat16 on accelerators, float32 on CPU; other names as they are."""
     if name != "auto":
         return jnp.dtype(name)
     import jax
@@ -96,9 +96,20 @@ class GrokConfig:
                 if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                     problems.append(f"{n} must be a positive integer, got {v!r}")
 
-        positive("vocab_size", "sequence_len", "emb_size", "key_size", "num_q_heads",
-                 "num_kv_heads", "num_layers", "num_experts", "num_selected_experts",
-                 "attn_out_scale_blocks", "moe_out_scale_blocks", "attention_chunk")
+        positive(
+            "vocab_size",
+            "sequence_len",
+            "emb_size",
+            "key_size",
+            "num_q_heads",
+            "num_kv_heads",
+            "num_layers",
+            "num_experts",
+            "num_selected_experts",
+            "attn_out_scale_blocks",
+            "moe_out_scale_blocks",
+            "attention_chunk",
+        )
         if self.moe_tile != "auto":
             positive("moe_tile")
         for name in ("quantized", "scan_layers"):
@@ -107,13 +118,17 @@ class GrokConfig:
         if problems:
             raise ValueError("invalid GrokConfig: " + "; ".join(problems))
         if self.num_q_heads % self.num_kv_heads:
-            problems.append(f"num_q_heads ({self.num_q_heads}) must be a multiple of "
-                            f"num_kv_heads ({self.num_kv_heads})")
+            problems.append(
+                f"num_q_heads ({self.num_q_heads}) must be a multiple of "
+                f"num_kv_heads ({self.num_kv_heads})"
+            )
         if self.key_size % 2:
             problems.append(f"key_size ({self.key_size}) must be even for rotary embeddings")
         if self.num_selected_experts > self.num_experts:
-            problems.append(f"num_selected_experts ({self.num_selected_experts}) cannot exceed "
-                            f"num_experts ({self.num_experts})")
+            problems.append(
+                f"num_selected_experts ({self.num_selected_experts}) cannot exceed "
+                f"num_experts ({self.num_experts})"
+            )
         if not 0 <= self.pad_token < self.vocab_size:
             problems.append(f"pad_token {self.pad_token} outside vocab [0, {self.vocab_size})")
         if not 0 <= self.eos_token < self.vocab_size:
@@ -123,17 +138,31 @@ class GrokConfig:
         if self.quantized:
             d_attn = self.num_q_heads * self.key_size
             if d_attn % self.attn_out_scale_blocks:
-                problems.append(f"attn_out_scale_blocks ({self.attn_out_scale_blocks}) must "
-                                f"divide num_q_heads*key_size ({d_attn})")
+                problems.append(
+                    f"attn_out_scale_blocks ({self.attn_out_scale_blocks}) must "
+                    f"divide num_q_heads*key_size ({d_attn})"
+                )
             if self.ffn_size % self.moe_out_scale_blocks:
-                problems.append(f"moe_out_scale_blocks ({self.moe_out_scale_blocks}) must "
-                                f"divide the expert width ({self.ffn_size})")
-        for name, allowed in (("compute_dtype", _COMPUTE_DTYPES), ("param_dtype", _FLOAT_DTYPES),
-                              ("attention_impl", _ATTENTION_IMPLS), ("moe_impl", _MOE_IMPLS)):
+                problems.append(
+                    f"moe_out_scale_blocks ({self.moe_out_scale_blocks}) must "
+                    f"divide the expert width ({self.ffn_size})"
+                )
+        for name, allowed in (
+            ("compute_dtype", _COMPUTE_DTYPES),
+            ("param_dtype", _FLOAT_DTYPES),
+            ("attention_impl", _ATTENTION_IMPLS),
+            ("moe_impl", _MOE_IMPLS),
+        ):
             if getattr(self, name) not in allowed:
                 problems.append(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        for name in ("embedding_multiplier_scale", "output_multiplier_scale",
-                     "attn_output_multiplier", "rope_base", "norm_eps", "attn_logit_cap"):
+        for name in (
+            "embedding_multiplier_scale",
+            "output_multiplier_scale",
+            "attn_output_multiplier",
+            "rope_base",
+            "norm_eps",
+            "attn_logit_cap",
+        ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
                 problems.append(f"{name} must be a positive number, got {v!r}")
@@ -172,23 +201,47 @@ class GrokConfig:
     @classmethod
     def tiny(cls, **overrides) -> GrokConfig:
         """A few-thousand-parameter model for unit tests (same architecture)."""
-        base = dict(vocab_size=256, sequence_len=64, emb_size=32, key_size=8, num_q_heads=4,
-                    num_kv_heads=2, num_layers=2, widening_factor=2.0, num_experts=4,
-                    num_selected_experts=2, embedding_multiplier_scale=3.0,
-                    output_multiplier_scale=0.5, attn_output_multiplier=0.35,
-                    attn_out_scale_blocks=4, moe_out_scale_blocks=4, attention_chunk=16,
-                    moe_tile=8)
+        base = dict(
+            vocab_size=256,
+            sequence_len=64,
+            emb_size=32,
+            key_size=8,
+            num_q_heads=4,
+            num_kv_heads=2,
+            num_layers=2,
+            widening_factor=2.0,
+            num_experts=4,
+            num_selected_experts=2,
+            embedding_multiplier_scale=3.0,
+            output_multiplier_scale=0.5,
+            attn_output_multiplier=0.35,
+            attn_out_scale_blocks=4,
+            moe_out_scale_blocks=4,
+            attention_chunk=16,
+            moe_tile=8,
+        )
         base.update(overrides)
         return cls(**base)
 
     @classmethod
     def small(cls, **overrides) -> GrokConfig:
         """The size of the bundled demo model: trainable on a laptop CPU."""
-        base = dict(vocab_size=4096, sequence_len=256, emb_size=256, key_size=32,
-                    num_q_heads=8, num_kv_heads=2, num_layers=4, widening_factor=4.0,
-                    num_experts=8, num_selected_experts=2, embedding_multiplier_scale=16.0,
-                    output_multiplier_scale=0.0625, attn_output_multiplier=0.17677669529,
-                    attention_chunk=128)
+        base = dict(
+            vocab_size=4096,
+            sequence_len=256,
+            emb_size=256,
+            key_size=32,
+            num_q_heads=8,
+            num_kv_heads=2,
+            num_layers=4,
+            widening_factor=4.0,
+            num_experts=8,
+            num_selected_experts=2,
+            embedding_multiplier_scale=16.0,
+            output_multiplier_scale=0.0625,
+            attn_output_multiplier=0.17677669529,
+            attention_chunk=128,
+        )
         base.update(overrides)
         return cls(**base)
 
@@ -213,8 +266,10 @@ class GrokConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
-            raise ValueError(f"unknown GrokConfig field(s): {', '.join(unknown)} "
-                             f"(known: {', '.join(sorted(names))})")
+            raise ValueError(
+                f"unknown GrokConfig field(s): {', '.join(unknown)} "
+                f"(known: {', '.join(sorted(names))})"
+            )
         return dataclasses.replace(base or cls(), **d)
 
     @classmethod
@@ -248,8 +303,10 @@ class GrokConfig:
                 raise ValueError(f"{path} is a folder without a config.json")
             path = path / "config.json"
         if not path.is_file():
-            raise ValueError(f"unknown config {text!r}: a preset (grok-1, small, tiny), a JSON "
-                             f"file of GrokConfig fields, or a folder holding config.json")
+            raise ValueError(
+                f"unknown config {text!r}: a preset (grok-1, small, tiny), a JSON "
+                f"file of GrokConfig fields, or a folder holding config.json"
+            )
         return cls.from_json(path)
 
     @classmethod
@@ -264,9 +321,22 @@ class GrokConfig:
         unknown field inside ``"config"`` is an error.
         """
         names = {f.name for f in dataclasses.fields(cls)}
-        init_only = {"embed_std", "seed", "init_scale", "embedding_init_scale", "model_size",
-                     "name", "shard_activations", "data_axis", "model_axis", "capacity_factor",
-                     "fprop_dtype", "model_type", "init_scale_override", "shard_embeddings"}
+        init_only = {
+            "embed_std",
+            "seed",
+            "init_scale",
+            "embedding_init_scale",
+            "model_size",
+            "name",
+            "shard_activations",
+            "data_axis",
+            "model_axis",
+            "capacity_factor",
+            "fprop_dtype",
+            "model_type",
+            "init_scale_override",
+            "shard_embeddings",
+        }
         flat = {k: v for k, v in meta.items() if k in names}
         flat.update({k: v for k, v in meta.get("config", {}).items() if k not in init_only})
         flat.update(overrides)

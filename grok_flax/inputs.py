@@ -31,8 +31,7 @@ def validate(cfg: GrokConfig, tokens, memory, lengths, capture, *, on_device: bo
     tokens = as_tokens(tokens)
     B, T = tokens.shape
     if T > cfg.sequence_len:
-        raise ValueError(f"{T} tokens exceed the model's context sequence_len="
-                         f"{cfg.sequence_len}")
+        raise ValueError(f"{T} tokens exceed the model's context sequence_len={cfg.sequence_len}")
     if memory is not None:
         if memory.batch_size != B:
             raise ValueError(f"memory holds {memory.batch_size} rows, tokens {B}")
@@ -62,8 +61,9 @@ def as_tokens(tokens) -> jax.Array:
         if tokens.dtype == object or tokens.size == 0 and tokens.dtype.kind == "f":
             tokens = tokens.astype(np.int32)
     if tokens.ndim != 2 or not jnp.issubdtype(tokens.dtype, jnp.integer):
-        raise ValueError(f"tokens must be an integer array [batch, time], got "
-                         f"{tokens.dtype}{list(tokens.shape)}")
+        raise ValueError(
+            f"tokens must be an integer array [batch, time], got {tokens.dtype}{list(tokens.shape)}"
+        )
     return jnp.asarray(tokens)
 
 
@@ -84,9 +84,11 @@ def _bad_ids_message(vocab: int, found: list[tuple[int, int, int]], count: int) 
 
 
 def _overflow_message(row: int, step: int, end: int, max_len: int) -> str:
-    return (f"KV memory overflow: row {row} is at step {step} and {end - step} new tokens "
-            f"would end at {end} > max_len {max_len}; start a new KVMemory (nothing is "
-            f"overwritten)")
+    return (
+        f"KV memory overflow: row {row} is at step {step} and {end - step} new tokens "
+        f"would end at {end} > max_len {max_len}; start a new KVMemory (nothing is "
+        f"overwritten)"
+    )
 
 
 def _host_problem(tokens, step, n_new, vocab: int, max_len) -> str | None:
@@ -129,8 +131,12 @@ def _check_values(cfg: GrokConfig, tokens, memory, n_new, on_device: bool) -> No
     # device), and call back to the host only when something is wrong
     bad_tok = (tokens < 0) | (tokens >= cfg.vocab_size)
     first = jnp.argmax(bad_tok.reshape(-1))
-    tok_info = (jnp.sum(bad_tok), first // tokens.shape[1], first % tokens.shape[1],
-                tokens.reshape(-1)[first])
+    tok_info = (
+        jnp.sum(bad_tok),
+        first // tokens.shape[1],
+        first % tokens.shape[1],
+        tokens.reshape(-1)[first],
+    )
     bad = tok_info[0] > 0
     if step is None:
         mem_info = (jnp.zeros((), jnp.int32),) * 3
@@ -141,8 +147,9 @@ def _check_values(cfg: GrokConfig, tokens, memory, n_new, on_device: bool) -> No
         bad = bad | (end[row] > max_len)
 
     def report():
-        jax.debug.callback(lambda t, m: _raise_device_summary(t, m, cfg.vocab_size, max_len),
-                           tok_info, mem_info)
+        jax.debug.callback(
+            lambda t, m: _raise_device_summary(t, m, cfg.vocab_size, max_len), tok_info, mem_info
+        )
 
     jax.lax.cond(bad, report, lambda: None)
 

@@ -35,8 +35,9 @@ def write(stack: jax.Array, layer, new: jax.Array, step: jax.Array) -> jax.Array
     B, T = new.shape[:2]
     rows = jnp.arange(B, dtype=jnp.int32)[:, None]  # [B, 1]
     slots = step[:, None] + jnp.arange(T, dtype=jnp.int32)  # [B, T]
-    return stack.at[layer, rows, slots].set(new.astype(stack.dtype), mode="drop",
-                                            unique_indices=True)
+    return stack.at[layer, rows, slots].set(
+        new.astype(stack.dtype), mode="drop", unique_indices=True
+    )
 
 
 class KVMemory(nnx.Module):
@@ -47,15 +48,17 @@ class KVMemory(nnx.Module):
     ``sharding.create_sharded(lambda: KVMemory(cfg, B, S), mesh)``.
     """
 
-    def __init__(self, cfg: GrokConfig, batch_size: int, max_len: int | None = None,
-                 dtype=None):
+    def __init__(self, cfg: GrokConfig, batch_size: int, max_len: int | None = None, dtype=None):
         max_len = cfg.sequence_len if max_len is None else max_len
         if batch_size < 1 or max_len < 1:
-            raise ValueError(f"KV memory needs batch_size, max_len >= 1, "
-                             f"got {batch_size}, {max_len}")
+            raise ValueError(
+                f"KV memory needs batch_size, max_len >= 1, got {batch_size}, {max_len}"
+            )
         if max_len > cfg.sequence_len:
-            raise ValueError(f"KV memory of {max_len} slots exceeds the model's context "
-                             f"sequence_len={cfg.sequence_len}")
+            raise ValueError(
+                f"KV memory of {max_len} slots exceeds the model's context "
+                f"sequence_len={cfg.sequence_len}"
+            )
         dtype = cfg.dtype if dtype is None else jnp.dtype(dtype)
         shape = (cfg.num_layers, batch_size, max_len, cfg.num_kv_heads, cfg.key_size)
         axes = ("layers", "batch", "kv_seq", "kv_heads", "head_dim")

@@ -31,13 +31,15 @@ class DecoderLayer(nnx.Module):
         self.attn = Attention(cfg, rngs=rngs)  # release: multi_head_attention
         self.post_attn_norm = RMSNorm(D, **norm)  # release: rms_norm_1
         self.pre_moe_norm = RMSNorm(D, **norm)  # release: rms_norm_2
-        self.router = Router(D, cfg.num_experts, cfg.num_selected_experts, rngs=rngs,
-                             param_dtype=cfg.pdtype)  # release: router
+        self.router = Router(
+            D, cfg.num_experts, cfg.num_selected_experts, rngs=rngs, param_dtype=cfg.pdtype
+        )  # release: router
         self.moe = MoE(cfg, rngs=rngs)  # release: moe
         self.post_moe_norm = RMSNorm(D, **norm)  # release: rms_norm_3
 
-    def __call__(self, h, positions, kv=None, *, k_valid, step=None, layer=0,
-                 capture: tuple[str, ...] = ()):
+    def __call__(
+        self, h, positions, kv=None, *, k_valid, step=None, layer=0, capture: tuple[str, ...] = ()
+    ):
         """h [B, T, D] -> (h, updated kv stacks, captures dict: what ``capture`` names).
 
         ``kv``: every layer's KV memory (k, v) [L, B, S, K, H]; this layer is ``layer``.
@@ -46,8 +48,15 @@ class DecoderLayer(nnx.Module):
         """
         with jax.named_scope("attention_block"):
             x = constrain(self.pre_attn_norm(h), ACTIVATION)
-            a, new_kv, weights = self.attn(x, positions, kv, k_valid=k_valid, step=step,
-                                           layer=layer, return_weights="attention" in capture)
+            a, new_kv, weights = self.attn(
+                x,
+                positions,
+                kv,
+                k_valid=k_valid,
+                step=step,
+                layer=layer,
+                return_weights="attention" in capture,
+            )
             a = constrain(a, ACTIVATION)  # the output projection's one all-reduce
             h = constrain(h + constrain(self.post_attn_norm(a), ACTIVATION), ACTIVATION)
         with jax.named_scope("moe_block"):

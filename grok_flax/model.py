@@ -54,9 +54,16 @@ class Grok(nnx.Module):
         # set it), so a traced forward pass knows it on an Auto mesh too; None: one device
         self.mesh = None
 
-    def __call__(self, tokens, memory: KVMemory | None = None, *, lengths=None,
-                 logits_at=None, capture: bool | tuple[str, ...] = False,
-                 check_inputs: bool = True):
+    def __call__(
+        self,
+        tokens,
+        memory: KVMemory | None = None,
+        *,
+        lengths=None,
+        logits_at=None,
+        capture: bool | tuple[str, ...] = False,
+        check_inputs: bool = True,
+    ):
         """tokens int [B, T] -> logits [B, T, vocab] (compute dtype).
 
         With ``memory``, the tokens continue each row at ``memory.step`` and their keys and
@@ -76,14 +83,16 @@ class Grok(nnx.Module):
         ``JaxRuntimeError`` carrying the same message; ``check_inputs=False`` skips that
         device check (``Generator`` does: it validates on the host).
         """
-        tokens, capture = inputs.validate(self.cfg, tokens, memory, lengths, capture,
-                                          on_device=check_inputs)
+        tokens, capture = inputs.validate(
+            self.cfg, tokens, memory, lengths, capture, on_device=check_inputs
+        )
         mem = None if memory is None else (memory.k[...], memory.v[...], memory.step[...])
         mesh = self.mesh or axes.mesh_of(self.embed[...])
         out_specs = partial(self._out_specs, tokens.shape, logits_at, mem)
+        forward = partial(Grok._forward, capture=capture)
         logits, captures, mem = axes.run_on_mesh(
-            mesh, partial(Grok._forward, capture=capture), out_specs,
-            self, tokens, mem, lengths, logits_at)
+            mesh, forward, out_specs, self, tokens, mem, lengths, logits_at
+        )
         if memory is not None:
             memory.k[...], memory.v[...], memory.step[...] = mem
         return (logits, captures) if capture else logits
@@ -121,8 +130,9 @@ class Grok(nnx.Module):
             state, i = xs
             layer = nnx.merge(graphdef, state)
             kv = None if k_all is None else (k_all, v_all)
-            h, new_kv, caught = layer(h, positions, kv, k_valid=k_valid, step=step, layer=i,
-                                      capture=capture)
+            h, new_kv, caught = layer(
+                h, positions, kv, k_valid=k_valid, step=step, layer=i, capture=capture
+            )
             if new_kv is not None:
                 k_all, v_all = new_kv  # only this layer's new slots were written
             return (h, k_all, v_all), caught
@@ -130,7 +140,8 @@ class Grok(nnx.Module):
         with jax.named_scope("decoder"):
             if cfg.scan_layers:
                 (x, k_all, v_all), captures = jax.lax.scan(
-                    body, (x, *kv0), (layer_state, jnp.arange(cfg.num_layers)))
+                    body, (x, *kv0), (layer_state, jnp.arange(cfg.num_layers))
+                )
             else:  # unrolled: L copies of the layer in the program (slow to compile)
                 carry, caught = (x, *kv0), []
                 for i in range(cfg.num_layers):
@@ -147,8 +158,7 @@ class Grok(nnx.Module):
             if logits_at is not None:  # only the positions asked for: [B, D]
                 at = jnp.asarray(logits_at, jnp.int32)[:, None, None]
                 x = jnp.take_along_axis(x, at, axis=1)[:, 0]
-            x = axes.constrain(self.final_norm(x), axes.ACTIVATION[:x.ndim - 1]
-                               + ("act_embed",))
+            x = axes.constrain(self.final_norm(x), axes.ACTIVATION[: x.ndim - 1] + ("act_embed",))
             logits = jnp.dot(x, self.embed[...].T.astype(x.dtype))  # tied weights
             logits = logits * jnp.asarray(cfg.output_multiplier_scale, x.dtype)
             logits = axes.constrain(logits, _logits_axes(logits_at))
@@ -158,10 +168,12 @@ class Grok(nnx.Module):
         """The outputs' shardings, stated on a mesh with Explicit axes: logits as the rules
         say, captures replicated, the KV memory as it came in."""
         B, T = token_shape
-        shape = (B, self.cfg.vocab_size) if logits_at is not None else (B, T,
-                                                                      self.cfg.vocab_size)
-        return (axes.spec_for(_logits_axes(logits_at), shape, mesh, what="logits"), P(),
-                None if mem is None else tuple(axes.spec_of(a) for a in mem))
+        shape = (B, self.cfg.vocab_size) if logits_at is not None else (B, T, self.cfg.vocab_size)
+        return (
+            axes.spec_for(_logits_axes(logits_at), shape, mesh, what="logits"),
+            P(),
+            None if mem is None else tuple(axes.spec_of(a) for a in mem),
+        )
 
 
 def _logits_axes(logits_at) -> tuple[str, ...]:

@@ -68,18 +68,31 @@ class MoE(nnx.Module):
         self.cfg = cfg
         E, D, F = cfg.num_experts, cfg.emb_size, cfg.ffn_size
         lin = dict(quantized=cfg.quantized, dtype=cfg.pdtype)
-        self.linear = linear_param(rngs.params(), (E, D, F), blocks=1,
-                                   logical=("experts", "embed", "ffn"), **lin)  # [E, D, F]
-        self.linear_v = linear_param(rngs.params(), (E, D, F), blocks=1,
-                                     logical=("experts", "embed", "ffn"), **lin)  # [E, D, F]
-        self.linear_1 = linear_param(rngs.params(), (E, F, D), blocks=cfg.moe_out_scale_blocks,
-                                     logical=("experts", "ffn", "embed"), **lin)  # [E, F, D]
+        self.linear = linear_param(
+            rngs.params(), (E, D, F), blocks=1, logical=("experts", "embed", "ffn"), **lin
+        )  # [E, D, F]
+        self.linear_v = linear_param(
+            rngs.params(), (E, D, F), blocks=1, logical=("experts", "embed", "ffn"), **lin
+        )  # [E, D, F]
+        self.linear_1 = linear_param(
+            rngs.params(),
+            (E, F, D),
+            blocks=cfg.moe_out_scale_blocks,
+            logical=("experts", "ffn", "embed"),
+            **lin,
+        )  # [E, F, D]
 
     def weights(self):
         return self.linear.get_value(), self.linear_v.get_value(), self.linear_1.get_value()
 
-    def __call__(self, x: jax.Array, gates: jax.Array, experts: jax.Array,
-                 impl: str | None = None, tile: int | None = None) -> jax.Array:
+    def __call__(
+        self,
+        x: jax.Array,
+        gates: jax.Array,
+        experts: jax.Array,
+        impl: str | None = None,
+        tile: int | None = None,
+    ) -> jax.Array:
         """x [B, T, D]; gates/experts [B, T, k] from the router -> [B, T, D].
 
         ``impl`` / ``tile`` override the config's ``moe_impl`` / ``moe_tile`` for this call."""
@@ -204,7 +217,8 @@ def tiled_dispatch(x, experts, w, wv, w1, num_experts: int, tile: int):
     num_tiles = -(-A // tile) + E  # static bound on Σ ceil(count_e / tile)
     rows = jnp.zeros((num_tiles * tile, D), x.dtype).at[dest].set(x[order // k])
     tile_expert = jnp.minimum(
-        jnp.searchsorted(jnp.cumsum(tiles_per_e), jnp.arange(num_tiles), side="right"), E - 1)
+        jnp.searchsorted(jnp.cumsum(tiles_per_e), jnp.arange(num_tiles), side="right"), E - 1
+    )
     used = jnp.sum(tiles_per_e)
 
     def run_tile(args):
@@ -213,11 +227,11 @@ def tiled_dispatch(x, experts, w, wv, w1, num_experts: int, tile: int):
         def compute(_):
             return expert_ffn(xt, _index(w, e), _index(wv, e), _index(w1, e))
 
-        return jax.lax.cond(t < used, compute, lambda _: jnp.zeros(xt.shape, jnp.float32),
-                            None)
+        return jax.lax.cond(t < used, compute, lambda _: jnp.zeros(xt.shape, jnp.float32), None)
 
     out_tiles = jax.lax.map(
-        run_tile, (jnp.arange(num_tiles), rows.reshape(num_tiles, tile, D), tile_expert))
+        run_tile, (jnp.arange(num_tiles), rows.reshape(num_tiles, tile, D), tile_expert)
+    )
     out_sorted = out_tiles.reshape(num_tiles * tile, D)[dest]  # [A, D] in sorted order
     return unsort(out_sorted, order)
 
@@ -238,8 +252,12 @@ def _grouped(rows, w, group_sizes, row_expert):
     weight = w.weight.reshape(E, G, n_in // G, n_out)  # [E, G, in/G, out]
     out = jnp.zeros((rows.shape[0], n_out), jnp.float32)
     for g in range(G):
-        y = jax.lax.ragged_dot(blocks[:, g], weight[:, g].astype(dtype), group_sizes,
-                               preferred_element_type=jnp.float32)  # [A, out]
+        y = jax.lax.ragged_dot(
+            blocks[:, g],
+            weight[:, g].astype(dtype),
+            group_sizes,
+            preferred_element_type=jnp.float32,
+        )  # [A, out]
         out = out + y * w.scales[row_expert, g, :].astype(jnp.float32)
     return out.astype(dtype)
 
@@ -250,8 +268,9 @@ def ragged_dispatch(x, experts, w, wv, w1, num_experts: int):
     order, sorted_e, counts = sort_pairs(experts, num_experts)
     group_sizes = counts.astype(jnp.int32)  # [E]
     rows = x[order // k]  # [A, D] the token of each sorted pair
-    h = (gelu_tanh(_grouped(rows, w, group_sizes, sorted_e))
-         * _grouped(rows, wv, group_sizes, sorted_e))  # [A, F]
+    h = gelu_tanh(_grouped(rows, w, group_sizes, sorted_e)) * _grouped(
+        rows, wv, group_sizes, sorted_e
+    )  # [A, F]
     out_sorted = _grouped(h, w1, group_sizes, sorted_e)  # [A, D]
     return unsort(out_sorted, order)
 
@@ -264,8 +283,9 @@ def _for_kernel(w, dtype):
         return w.astype(dtype)
     import qwix  # optional, with tokamax
 
-    return qwix.QArray(qvalue=w.weight, scale=w.scales.astype(dtype), zero_point=None,
-                       qtype=jnp.int8)
+    return qwix.QArray(
+        qvalue=w.weight, scale=w.scales.astype(dtype), zero_point=None, qtype=jnp.int8
+    )
 
 
 def tokamax_dispatch(x, experts, w, wv, w1, num_experts: int, implementation=None):
@@ -280,12 +300,26 @@ def tokamax_dispatch(x, experts, w, wv, w1, num_experts: int, implementation=Non
     rows = x[order // k]  # [A, D] the token of each sorted pair
 
     def grouped(a, weight):  # a [A, in] @ its expert's weight [E, in, out], in a's dtype
-        return tokamax.ragged_dot(a, _for_kernel(weight, dtype), group_sizes,
-                                  preferred_element_type=a.dtype,
-                                  implementation=implementation)
+        return tokamax.ragged_dot(
+            a,
+            _for_kernel(weight, dtype),
+            group_sizes,
+            preferred_element_type=a.dtype,
+            implementation=implementation,
+        )
 
     return unsort(expert_ffn(rows, w, wv, w1, mm=grouped), order)  # [A, D] f32
 
 
-__all__ = ["MoE", "QArray", "auto_tile", "dense_dispatch", "expert_ffn", "gather_dispatch",
-           "gelu_tanh", "ragged_dispatch", "tiled_dispatch", "tokamax_dispatch"]
+__all__ = [
+    "MoE",
+    "QArray",
+    "auto_tile",
+    "dense_dispatch",
+    "expert_ffn",
+    "gather_dispatch",
+    "gelu_tanh",
+    "ragged_dispatch",
+    "tiled_dispatch",
+    "tokamax_dispatch",
+]

@@ -47,12 +47,12 @@ class QArray:
     @property
     def nbytes(self) -> int:
         return int(np.prod(self.weight.shape)) * 1 + int(np.prod(self.scales.shape)) * int(
-            jnp.dtype(self.scales.dtype).itemsize)
+            jnp.dtype(self.scales.dtype).itemsize
+        )
 
     def dequantize(self, dtype=jnp.bfloat16) -> jax.Array:
         """The float weight: ``weight * scales`` in ``dtype`` (the reference does this in bf16)."""
-        return self.weight.astype(dtype) * expand_scales(self.scales, self.weight.shape[-2],
-                                                         dtype)
+        return self.weight.astype(dtype) * expand_scales(self.scales, self.weight.shape[-2], dtype)
 
 
 def expand_scales(scales: jax.Array, rows: int, dtype) -> jax.Array:
@@ -107,8 +107,15 @@ def as_float(w: jax.Array | QArray, dtype) -> jax.Array:
     return w.dequantize(dtype) if isinstance(w, QArray) else w.astype(dtype)
 
 
-def linear_param(key: jax.Array, shape: tuple[int, ...], *, quantized: bool, blocks: int,
-                 dtype, logical: tuple[str, ...]):
+def linear_param(
+    key: jax.Array,
+    shape: tuple[int, ...],
+    *,
+    quantized: bool,
+    blocks: int,
+    dtype,
+    logical: tuple[str, ...],
+):
     """A new linear weight ``[..., in, out]`` ~ N(0, 1/in), float or quantized.
 
     ``logical`` names each axis (see ``grok_flax.axes``); quantized scales share the

@@ -17,8 +17,15 @@ class Router(nnx.Module):
     over all experts, top-k. Returns the raw probabilities of the chosen experts as gates
     (not renormalised), the chosen experts, and all probabilities."""
 
-    def __init__(self, emb_size: int, num_experts: int, num_selected: int, *, rngs: nnx.Rngs,
-                 param_dtype=jnp.float32):
+    def __init__(
+        self,
+        emb_size: int,
+        num_experts: int,
+        num_selected: int,
+        *,
+        rngs: nnx.Rngs,
+        param_dtype=jnp.float32,
+    ):
         if not 0 < num_selected <= num_experts:
             raise ValueError(f"cannot select {num_selected} of {num_experts} experts")
         self.num_selected = num_selected

@@ -28,10 +28,22 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter
 
 __all__ = [
-    "RoutingExplorer", "architecture", "attention_maps", "expert_load", "format_bytes",
-    "growth_plot", "kv_memory_growth", "param_breakdown", "parity_scatter", "quantization_error",
-    "rope_frequencies", "rope_relative", "router_probabilities", "routing_heatmap",
-    "sharding_map", "token_labels",
+    "RoutingExplorer",
+    "architecture",
+    "attention_maps",
+    "expert_load",
+    "format_bytes",
+    "growth_plot",
+    "kv_memory_growth",
+    "param_breakdown",
+    "parity_scatter",
+    "quantization_error",
+    "rope_frequencies",
+    "rope_relative",
+    "router_probabilities",
+    "routing_heatmap",
+    "sharding_map",
+    "token_labels",
 ]
 
 _GIB = 1024**3
@@ -58,8 +70,10 @@ def _readable_piece(piece: str) -> str:
     if piece.startswith("<0x") and piece.endswith(">") and len(piece) == 6:
         byte = int(piece[3:5], 16)
         piece = chr(byte) if 32 <= byte < 127 else piece
-    return (piece.replace("\u2581", "·").replace(" ", "·").replace("\n", "\\n")
-            .replace("\t", "\\t") or "∅")
+    return (
+        piece.replace("\u2581", "·").replace(" ", "·").replace("\n", "\\n").replace("\t", "\\t")
+        or "∅"
+    )
 
 
 def token_labels(tokenizer, ids=None, max_chars: int = 12) -> list[str]:
@@ -94,8 +108,10 @@ def _select_row(a, row: int, ndim_unbatched: int) -> np.ndarray:
     if a.ndim == ndim_unbatched + 1:
         a = a[:, row]
     if a.ndim != ndim_unbatched:
-        raise ValueError(f"expected an array [L, B, ...] or [L, ...] with {ndim_unbatched} "
-                         f"axes after the batch, got shape {a.shape}")
+        raise ValueError(
+            f"expected an array [L, B, ...] or [L, ...] with {ndim_unbatched} "
+            f"axes after the batch, got shape {a.shape}"
+        )
     return a
 
 
@@ -106,8 +122,16 @@ def _fit(n: int, per: float, lo: float, hi: float, extra: float = 0.0) -> float:
 # --------------------------------------------------------------------------------------------
 # the whole model
 # --------------------------------------------------------------------------------------------
-_NB_COLORS = {"02": "#1f77b4", "03": "#d62728", "04": "#e377c2", "05": "#8c564b",
-              "06": "#2ca02c", "07": "#9467bd", "08": "#7f7f7f", "09": "#17becf"}
+_NB_COLORS = {
+    "02": "#1f77b4",
+    "03": "#d62728",
+    "04": "#e377c2",
+    "05": "#8c564b",
+    "06": "#2ca02c",
+    "07": "#9467bd",
+    "08": "#7f7f7f",
+    "09": "#17becf",
+}
 
 
 def _equals(value: float, target: float) -> bool:
@@ -133,37 +157,79 @@ def architecture(cfg=None, *, title: str | None = None) -> Figure:
     ax.set_xlim(0, 120)
     ax.set_ylim(-4, 100)
     ax.axis("off")
-    fill = {"io": "#f2f2f2", "embed": "#dff0d8", "norm": "#e6e6e6", "attn": "#dbe9f6",
-            "moe": "#fde3c8", "layers": "#eadcf2", "kv": "#f9f3d2"}
+    fill = {
+        "io": "#f2f2f2",
+        "embed": "#dff0d8",
+        "norm": "#e6e6e6",
+        "attn": "#dbe9f6",
+        "moe": "#fde3c8",
+        "layers": "#eadcf2",
+        "kv": "#f9f3d2",
+    }
     row_h = 2.05  # one line of box text, in axis units
 
     def badge(x, y, nb, ha="right"):
-        ax.text(x, y, f"nb {nb}", ha=ha, va="center", fontsize=7.5, color="white",
-                fontweight="bold", zorder=5,
-                bbox=dict(boxstyle="round,pad=0.22", facecolor=_NB_COLORS[nb], edgecolor="none"))
+        ax.text(
+            x,
+            y,
+            f"nb {nb}",
+            ha=ha,
+            va="center",
+            fontsize=7.5,
+            color="white",
+            fontweight="bold",
+            zorder=5,
+            bbox=dict(boxstyle="round,pad=0.22", facecolor=_NB_COLORS[nb], edgecolor="none"),
+        )
 
     def box(x, y, w, h, rows, kind, nb=None, fontsize=9.0):
         """rows: lines of text, each a string or (string, notebook) for a badge on the line."""
-        ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, facecolor=fill[kind],
-                                    edgecolor="#555555", lw=1, zorder=2,
-                                    boxstyle="round,pad=0,rounding_size=1.2"))
+        ax.add_patch(
+            FancyBboxPatch(
+                (x - w / 2, y - h / 2),
+                w,
+                h,
+                facecolor=fill[kind],
+                edgecolor="#555555",
+                lw=1,
+                zorder=2,
+                boxstyle="round,pad=0,rounding_size=1.2",
+            )
+        )
         rows = [r if isinstance(r, tuple) else (r, None) for r in rows]
         top = y + (len(rows) - 1) * row_h / 2
         for i, (text, row_nb) in enumerate(rows):
-            ax.text(x, top - i * row_h, text, ha="center", va="center", fontsize=fontsize,
-                    zorder=3)
+            ax.text(x, top - i * row_h, text, ha="center", va="center", fontsize=fontsize, zorder=3)
             if row_nb:
                 badge(x + w / 2 - 0.6, top - i * row_h, row_nb)
         if nb:
             badge(x + w / 2 - 0.6, y + h / 2, nb)
 
     def arrow(p, q, label=None, both=False, lw=1.2):
-        ax.add_patch(FancyArrowPatch(p, q, arrowstyle="<|-|>" if both else "-|>",
-                                     mutation_scale=11, lw=lw, color="#333333", shrinkA=0,
-                                     shrinkB=0, zorder=1))
+        ax.add_patch(
+            FancyArrowPatch(
+                p,
+                q,
+                arrowstyle="<|-|>" if both else "-|>",
+                mutation_scale=11,
+                lw=lw,
+                color="#333333",
+                shrinkA=0,
+                shrinkB=0,
+                zorder=1,
+            )
+        )
         if label:
-            ax.text((p[0] + q[0]) / 2 + 0.8, (p[1] + q[1]) / 2, label, fontsize=8,
-                    fontfamily="monospace", color="#1a4a7a", ha="left", va="center")
+            ax.text(
+                (p[0] + q[0]) / 2 + 0.8,
+                (p[1] + q[1]) / 2,
+                label,
+                fontsize=8,
+                fontfamily="monospace",
+                color="#1a4a7a",
+                ha="left",
+                va="center",
+            )
 
     def line(xs, ys):
         ax.plot(xs, ys, color="#333333", lw=1.2, zorder=1, solid_capstyle="butt")
@@ -175,42 +241,116 @@ def architecture(cfg=None, *, title: str | None = None) -> Figure:
     cx, w = 16.5, 29
     box(cx, 87, w, 6, ["token ids [B, T]", f"(integers 0 … {V - 1:,})"], "io")
     arrow((cx, 84), (cx, 80.5))
-    box(cx, 75, w, 11, ["embedding lookup", f"embed [{V}, {D}]", "× embedding multiplier",
-                        multiplier(cfg.embedding_multiplier_scale, f"√{D}", math.sqrt(D))],
-        "embed", "06")
+    box(
+        cx,
+        75,
+        w,
+        11,
+        [
+            "embedding lookup",
+            f"embed [{V}, {D}]",
+            "× embedding multiplier",
+            multiplier(cfg.embedding_multiplier_scale, f"√{D}", math.sqrt(D)),
+        ],
+        "embed",
+        "06",
+    )
     arrow((cx, 69.5), (cx, 63.5), act)
-    box(cx, 52, w, 23, [f"{L} × decoder layer", "(opened on the right)", "",
-                        f"weights stacked [{L}, …]", "(built by nnx.vmap),",
-                        *(["run by jax.lax.scan:", "one layer compiled,", f"used {L} times"]
-                          if cfg.scan_layers else ["run by a Python loop", "(scan_layers=False)"])],
-        "layers", "06")
+    box(
+        cx,
+        52,
+        w,
+        23,
+        [
+            f"{L} × decoder layer",
+            "(opened on the right)",
+            "",
+            f"weights stacked [{L}, …]",
+            "(built by nnx.vmap),",
+            *(
+                ["run by jax.lax.scan:", "one layer compiled,", f"used {L} times"]
+                if cfg.scan_layers
+                else ["run by a Python loop", "(scan_layers=False)"]
+            ),
+        ],
+        "layers",
+        "06",
+    )
     arrow((cx, 40.5), (cx, 34.5), act)
     box(cx, 31.5, w, 6, ["final RMSNorm", f"(scale [{D}])"], "norm", "06")
     arrow((cx, 28.5), (cx, 25))
-    box(cx, 19.5, w, 11, ["un-embedding (tied):", f"x @ embedᵀ [{D}, {V}]",
-                          "× output multiplier",
-                          multiplier(cfg.output_multiplier_scale, "1/√3", 1 / math.sqrt(3))],
-        "embed", "06")
+    box(
+        cx,
+        19.5,
+        w,
+        11,
+        [
+            "un-embedding (tied):",
+            f"x @ embedᵀ [{D}, {V}]",
+            "× output multiplier",
+            multiplier(cfg.output_multiplier_scale, "1/√3", 1 / math.sqrt(3)),
+        ],
+        "embed",
+        "06",
+    )
     arrow((cx, 14), (cx, 8.5), f"[B, T, {V}]")
     box(cx, 5.5, w, 6, [f"logits [B, T, {V}]", "(one score per token id)"], "io")
 
     # ---- right: one decoder layer ----
     x0, x1, y0, y1 = 34.5, 119, 0, 95.5
-    ax.add_patch(FancyBboxPatch((x0, y0), x1 - x0, y1 - y0, facecolor="#fbf8fd",
-                                edgecolor="#9467bd", lw=1.2, ls="--", zorder=0,
-                                boxstyle="round,pad=0,rounding_size=1.5"))
-    ax.text(x0 + 1.5, y1 - 2.2, f"one decoder layer (× {L})", fontsize=10.5, fontweight="bold",
-            va="center")
+    ax.add_patch(
+        FancyBboxPatch(
+            (x0, y0),
+            x1 - x0,
+            y1 - y0,
+            facecolor="#fbf8fd",
+            edgecolor="#9467bd",
+            lw=1.2,
+            ls="--",
+            zorder=0,
+            boxstyle="round,pad=0,rounding_size=1.5",
+        )
+    )
+    ax.text(
+        x0 + 1.5,
+        y1 - 2.2,
+        f"one decoder layer (× {L})",
+        fontsize=10.5,
+        fontweight="bold",
+        va="center",
+    )
     ax.plot([cx + w / 2, x0], [63.5, y1], color="#9467bd", lw=0.8, ls=":", zorder=0)
     ax.plot([cx + w / 2, x0], [40.5, y0], color="#9467bd", lw=0.8, ls=":", zorder=0)
     rx = 39.5  # the residual stream
     arrow((rx, 90.5), (rx, 2.5), lw=2.2)
-    ax.text(rx + 0.9, 90.8, f"h {act} in", fontsize=8, fontfamily="monospace",
-            color="#1a4a7a", va="center")
-    ax.text(rx + 0.9, 2.0, f"h {act} out", fontsize=8, fontfamily="monospace",
-            color="#1a4a7a", va="center")
-    ax.text(rx - 0.9, 70, "residual stream", rotation=90, fontsize=8.5, ha="right",
-            va="center", color="#444444")
+    ax.text(
+        rx + 0.9,
+        90.8,
+        f"h {act} in",
+        fontsize=8,
+        fontfamily="monospace",
+        color="#1a4a7a",
+        va="center",
+    )
+    ax.text(
+        rx + 0.9,
+        2.0,
+        f"h {act} out",
+        fontsize=8,
+        fontfamily="monospace",
+        color="#1a4a7a",
+        va="center",
+    )
+    ax.text(
+        rx - 0.9,
+        70,
+        "residual stream",
+        rotation=90,
+        fontsize=8.5,
+        ha="right",
+        va="center",
+        color="#444444",
+    )
     bx, bw = 68.5, 49  # the blocks' column
     left = bx - bw / 2
 
@@ -219,8 +359,7 @@ def architecture(cfg=None, *, title: str | None = None) -> Figure:
         arrow((left - 3, y), (left, y))
 
     def block_out(y_from, y):  # the block's last norm -> ⊕ on the residual
-        ax.add_patch(Circle((rx, y), 1.5, facecolor="white", edgecolor="#333333", lw=1.2,
-                            zorder=3))
+        ax.add_patch(Circle((rx, y), 1.5, facecolor="white", edgecolor="#333333", lw=1.2, zorder=3))
         ax.text(rx, y, "+", ha="center", va="center", fontsize=12, zorder=4)
         line([left, left - 2.5, left - 2.5], [y_from, y_from, y])
         arrow((left - 2.5, y), (rx + 1.5, y))
@@ -230,19 +369,29 @@ def architecture(cfg=None, *, title: str | None = None) -> Figure:
     block_in(87)
     box(bx, 87, bw, 4.5, ["pre-attention RMSNorm"], "norm", "06")
     arrow((bx, 84.75), (bx, 81.5), act)
-    att_rows = ["grouped-query attention",
-                f"q [B, T, {Nq}, {H}];  k, v [B, T, {Nk}, {H}]",
-                f"({cfg.q_per_kv} query heads share each kv head)",
-                (f"RoPE on q and k (base {cfg.rope_base:g})", "02"),
-                f"logits × {multiplier(cfg.attn_output_multiplier, f'1/√{H}', H**-0.5)}",
-                f"then the cap {cap:g}·tanh(x / {cap:g})",
-                f"causal softmax; out-projection [{Nq * H} → {D}]", *int8]
+    att_rows = [
+        "grouped-query attention",
+        f"q [B, T, {Nq}, {H}];  k, v [B, T, {Nk}, {H}]",
+        f"({cfg.q_per_kv} query heads share each kv head)",
+        (f"RoPE on q and k (base {cfg.rope_base:g})", "02"),
+        f"logits × {multiplier(cfg.attn_output_multiplier, f'1/√{H}', H**-0.5)}",
+        f"then the cap {cap:g}·tanh(x / {cap:g})",
+        f"causal softmax; out-projection [{Nq * H} → {D}]",
+        *int8,
+    ]
     att_h = len(att_rows) * row_h + 2
     att_y = 81.5 - att_h / 2
     box(bx, att_y, bw, att_h, att_rows, "attn", "03")
-    box(107.5, att_y, 20, 15, ["KV memory", "(when decoding)", f"k, v [{L}, B, S,",
-                               f"{Nk}, {H}], step [B]", "nnx.Cache"], "kv", "03",
-        fontsize=8.5)
+    box(
+        107.5,
+        att_y,
+        20,
+        15,
+        ["KV memory", "(when decoding)", f"k, v [{L}, B, S,", f"{Nk}, {H}], step [B]", "nnx.Cache"],
+        "kv",
+        "03",
+        fontsize=8.5,
+    )
     arrow((bx + bw / 2, att_y), (97.5, att_y), both=True)
     y = att_y - att_h / 2
     arrow((bx, y), (bx, y - 3.25), act)
@@ -255,13 +404,29 @@ def architecture(cfg=None, *, title: str | None = None) -> Figure:
     box(bx, pre_moe, bw, 4.5, ["pre-MoE RMSNorm"], "norm", "06")
     arrow((bx, pre_moe - 2.25), (bx, pre_moe - 5.5), act)
     router_y = pre_moe - 5.5 - 4.1
-    box(bx, router_y, bw, 8.2, [f"router [{D} → {E}], fp32 softmax over {E}",
-                                f"top-{k}: gates = those {k} probabilities",
-                                "(not renormalised)"], "moe", "04")
+    box(
+        bx,
+        router_y,
+        bw,
+        8.2,
+        [
+            f"router [{D} → {E}], fp32 softmax over {E}",
+            f"top-{k}: gates = those {k} probabilities",
+            "(not renormalised)",
+        ],
+        "moe",
+        "04",
+    )
     arrow((bx, router_y - 4.1), (bx, router_y - 7.6), f"gates, experts [B, T, {k}]")
-    exp_rows = ["", "", f"{E} GeGLU experts; a token uses its top {k} (filled)",
-                "(gelu(x·W) ⊙ x·V) · W₁", f"W, V [{D}, {F}];  W₁ [{F}, {D}]",
-                "output = Σ gate × expert(x)", *int8]
+    exp_rows = [
+        "",
+        "",
+        f"{E} GeGLU experts; a token uses its top {k} (filled)",
+        "(gelu(x·W) ⊙ x·V) · W₁",
+        f"W, V [{D}, {F}];  W₁ [{F}, {D}]",
+        "output = Σ gate × expert(x)",
+        *int8,
+    ]
     exp_h = len(exp_rows) * row_h + 1.5
     exp_y = router_y - 7.6 - exp_h / 2
     box(bx, exp_y, bw, exp_h, exp_rows, "moe", "04")
@@ -270,10 +435,26 @@ def architecture(cfg=None, *, title: str | None = None) -> Figure:
     xs = bx - (n_draw - 1) * (sw + 0.6) / 2 + np.arange(n_draw) * (sw + 0.6)
     sq_y = exp_y + exp_h / 2 - 0.75 - row_h
     for j, xj in enumerate(xs):
-        ax.add_patch(Rectangle((xj - sw / 2, sq_y - 1.6), sw, 3.2, zorder=3, lw=0.9,
-                               facecolor="#ff7f0e" if j < k else "white", edgecolor="#8a4b08"))
-        ax.text(xj, sq_y, str(j) if (n_draw == E or j < n_draw - 1) else "…", ha="center",
-                va="center", fontsize=7.5, zorder=4)
+        ax.add_patch(
+            Rectangle(
+                (xj - sw / 2, sq_y - 1.6),
+                sw,
+                3.2,
+                zorder=3,
+                lw=0.9,
+                facecolor="#ff7f0e" if j < k else "white",
+                edgecolor="#8a4b08",
+            )
+        )
+        ax.text(
+            xj,
+            sq_y,
+            str(j) if (n_draw == E or j < n_draw - 1) else "…",
+            ha="center",
+            va="center",
+            fontsize=7.5,
+            zorder=4,
+        )
     y = exp_y - exp_h / 2
     arrow((bx, y), (bx, y - 3.25), act)
     post_moe = y - 5.5
@@ -282,16 +463,28 @@ def architecture(cfg=None, *, title: str | None = None) -> Figure:
 
     # the rest of the course, below the layer
     ax.text(96, 11, "around the model:", fontsize=8.5, va="center", color="#444444")
-    for i, (nb, text) in enumerate((("07", "sharded over a mesh"), ("08", "loaded, generating"),
-                                    ("09", "long context")), 1):
+    for i, (nb, text) in enumerate(
+        (("07", "sharded over a mesh"), ("08", "loaded, generating"), ("09", "long context")), 1
+    ):
         badge(96, 11 - 2.5 * i, nb, ha="left")
         ax.text(102.5, 11 - 2.5 * i, text, fontsize=8.5, va="center", color="#444444")
-    presets = {"Grok-1": GrokConfig.grok_1(), "GrokConfig.small()": GrokConfig.small(),
-               "GrokConfig.tiny()": GrokConfig.tiny()}
+    presets = {
+        "Grok-1": GrokConfig.grok_1(),
+        "GrokConfig.small()": GrokConfig.small(),
+        "GrokConfig.tiny()": GrokConfig.tiny(),
+    }
     name = next((n for n, c in presets.items() if c == cfg), "GrokConfig")
-    ax.text(60, 97.8, title or f"{name}: {L} layers, D = {D}, {Nq} q / {Nk} kv heads × {H}, "
-            f"{E} experts top-{k}, F = {F}, vocabulary {V:,}", ha="center", va="center",
-            fontsize=11, fontweight="bold")
+    ax.text(
+        60,
+        97.8,
+        title
+        or f"{name}: {L} layers, D = {D}, {Nq} q / {Nk} kv heads × {H}, "
+        f"{E} experts top-{k}, F = {F}, vocabulary {V:,}",
+        ha="center",
+        va="center",
+        fontsize=11,
+        fontweight="bold",
+    )
     return fig
 
 
@@ -320,20 +513,31 @@ def _routing_caption(k: int, *, annotate: bool, gates: bool) -> str:
         return f"{colour} (the one with the highest router probability)"
     gate = "gate g = its router probability in %"
     if k == 1:
-        return f"{colour}; cell text " + (f"e:g = that expert e, {gate}" if gates
-                                           else "= that expert")
+        return f"{colour}; cell text " + (
+            f"e:g = that expert e, {gate}" if gates else "= that expert"
+        )
     if gates:
-        return (f"{colour}; cell text e:g = its {k} chosen experts e, 1st choice on the left, "
-                f"each with its {gate}")
+        return (
+            f"{colour}; cell text e:g = its {k} chosen experts e, 1st choice on the left, "
+            f"each with its {gate}"
+        )
     letters = [chr(ord("a") + i) for i in range(min(k, 26))]
-    ranks = ", ".join(f"{x} = {_ordinal(i + 1)}" + (" choice" if i == 0 else "")
-                      for i, x in enumerate(letters))
+    ranks = ", ".join(
+        f"{x} = {_ordinal(i + 1)}" + (" choice" if i == 0 else "") for i, x in enumerate(letters)
+    )
     return f"{colour}; cell text {'·'.join(letters)} = its {k} chosen experts: {ranks}"
 
 
-def routing_heatmap(experts, labels: Sequence[str] | None = None, *, gates=None, row: int = 0,
-                    num_experts: int | None = None, title: str | None = None,
-                    annotate: bool | None = None) -> Figure:
+def routing_heatmap(
+    experts,
+    labels: Sequence[str] | None = None,
+    *,
+    gates=None,
+    row: int = 0,
+    num_experts: int | None = None,
+    title: str | None = None,
+    annotate: bool | None = None,
+) -> Figure:
     """Which expert each token goes to, in every layer: tokens (rows) × layers (columns).
 
     ``experts`` [L, B, T, k] (or [L, T, k]) from ``capture``, each token's k experts in the
@@ -351,8 +555,9 @@ def routing_heatmap(experts, labels: Sequence[str] | None = None, *, gates=None,
         raise ValueError(f"{len(labels)} labels for {T} tokens")
     annotate = (T * L <= 1200) if annotate is None else annotate
     cell_w = 0.62 if (annotate and g is not None) else 0.42
-    fig = Figure(figsize=(_fit(L, cell_w, 4.5, 16, 2.6), _fit(T, 0.24, 3.0, 40, 1.4)),
-                 layout="constrained")
+    fig = Figure(
+        figsize=(_fit(L, cell_w, 4.5, 16, 2.6), _fit(T, 0.24, 3.0, 40, 1.4)), layout="constrained"
+    )
     ax = fig.add_subplot()
     cmap = _expert_colors(E)
     norm = mcolors.BoundaryNorm(np.arange(E + 1) - 0.5, E)
@@ -363,11 +568,19 @@ def routing_heatmap(experts, labels: Sequence[str] | None = None, *, gates=None,
                 if g is None:
                     text = "·".join(str(x) for x in e[layer, t])
                 else:
-                    text = " ".join(f"{x}:{100 * p:.0f}" for x, p in zip(e[layer, t],
-                                                                         g[layer, t],
-                                                                         strict=True))
-                ax.text(layer, t, text, ha="center", va="center", fontsize=6.5, color="white",
-                        fontweight="bold")
+                    text = " ".join(
+                        f"{x}:{100 * p:.0f}" for x, p in zip(e[layer, t], g[layer, t], strict=True)
+                    )
+                ax.text(
+                    layer,
+                    t,
+                    text,
+                    ha="center",
+                    va="center",
+                    fontsize=6.5,
+                    color="white",
+                    fontweight="bold",
+                )
     ax.set_yticks(range(T), labels, fontsize=8, fontfamily="monospace")
     ax.set_xticks(range(L), [str(i) for i in range(L)], fontsize=8)
     ax.set_xlabel("layer")
@@ -393,15 +606,23 @@ def expert_load(experts, num_experts: int | None = None, *, title: str | None = 
     E = int(num_experts or (e.max() + 1))
     flat = e.reshape(L, -1)
     frac = np.stack([np.bincount(f, minlength=E)[:E] / max(f.size, 1) for f in flat])  # [L,E]
-    fig = Figure(figsize=(_fit(E, 0.9, 9, 18, 4.5), _fit(L, 0.32, 3.2, 14, 1.6)),
-                 layout="constrained")
+    fig = Figure(
+        figsize=(_fit(E, 0.9, 9, 18, 4.5), _fit(L, 0.32, 3.2, 14, 1.6)), layout="constrained"
+    )
     ax, bx = fig.subplots(1, 2, width_ratios=[1.1, 1])
     im = ax.imshow(frac, cmap="viridis", vmin=0, vmax=max(frac.max(), 1e-9), aspect="auto")
     if L * E <= 600:
         for i in range(L):
             for j in range(E):
-                ax.text(j, i, f"{100 * frac[i, j]:.0f}", ha="center", va="center", fontsize=7,
-                        color="white" if frac[i, j] < 0.6 * frac.max() else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{100 * frac[i, j]:.0f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if frac[i, j] < 0.6 * frac.max() else "black",
+                )
     ax.set_xticks(range(E))
     ax.set_yticks(range(L))
     ax.set_xlabel("expert")
@@ -412,28 +633,46 @@ def expert_load(experts, num_experts: int | None = None, *, title: str | None = 
     cmap = _expert_colors(E)
     width = 0.8 / E
     for j in range(E):
-        bx.bar(np.arange(L) + (j - (E - 1) / 2) * width, frac[:, j], width=width,
-               color=cmap(j), label=f"expert {j}")
+        bx.bar(
+            np.arange(L) + (j - (E - 1) / 2) * width,
+            frac[:, j],
+            width=width,
+            color=cmap(j),
+            label=f"expert {j}",
+        )
     bx.axhline(1 / E, color="black", ls="--", lw=1, label=f"uniform 1/{E}")
     bx.set_xticks(range(L))
     bx.set_xlabel("layer")
     bx.set_ylabel("share of routed tokens")
     bx.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:.0f}%"))
     bx.set_title("load per layer", fontsize=10)
-    bx.legend(fontsize=7, ncol=1 if E <= 10 else 2, loc="upper left", bbox_to_anchor=(1.01, 1.0),
-              borderaxespad=0)
-    fig.suptitle(title or f"Expert load ({flat.shape[1]:,} routed pairs per layer)",
-                 fontsize=11)
+    bx.legend(
+        fontsize=7,
+        ncol=1 if E <= 10 else 2,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        borderaxespad=0,
+    )
+    fig.suptitle(title or f"Expert load ({flat.shape[1]:,} routed pairs per layer)", fontsize=11)
     return fig
 
 
 # --------------------------------------------------------------------------------------------
 # attention
 # --------------------------------------------------------------------------------------------
-def attention_maps(attention, labels: Sequence[str] | None = None, *, layer: int = 0,
-                   row: int = 0, kv_head: int = 0, q_heads: int | Sequence[int] | str |
-                   None = None, key_labels: Sequence[str] | None = None,
-                   title: str | None = None, max_cols: int = 2, gamma: float = 0.5) -> Figure:
+def attention_maps(
+    attention,
+    labels: Sequence[str] | None = None,
+    *,
+    layer: int = 0,
+    row: int = 0,
+    kv_head: int = 0,
+    q_heads: int | Sequence[int] | str | None = None,
+    key_labels: Sequence[str] | None = None,
+    title: str | None = None,
+    max_cols: int = 2,
+    gamma: float = 0.5,
+) -> Figure:
     """Attention weights (query tokens × key tokens) of one layer and one KV group.
 
     ``attention`` [L, B, K, R, T, S] from ``capture`` (or [K, R, T, S] for one layer/row).
@@ -451,14 +690,17 @@ def attention_maps(attention, labels: Sequence[str] | None = None, *, layer: int
     if isinstance(q_heads, str):
         if q_heads != "mean":
             raise ValueError(f"q_heads must be None, an int, a list or 'mean', got {q_heads!r}")
-        panels = [("mean of query heads " + f"{kv_head * R}–{kv_head * R + R - 1}",
-                   group.mean(0))]
+        panels = [("mean of query heads " + f"{kv_head * R}–{kv_head * R + R - 1}", group.mean(0))]
     else:
-        heads = range(R) if q_heads is None else ([q_heads] if isinstance(q_heads, int)
-                                                   else list(q_heads))
+        heads = (
+            range(R)
+            if q_heads is None
+            else ([q_heads] if isinstance(q_heads, int) else list(q_heads))
+        )
         # query head q = kv_head·R + h reads KV head q // R (the model's [K, R] head order)
-        panels = [(f"query head {kv_head * R + h} (reads KV head {kv_head})", group[h])
-                  for h in heads]
+        panels = [
+            (f"query head {kv_head * R + h} (reads KV head {kv_head})", group[h]) for h in heads
+        ]
     n = len(panels)
     cols = min(n, max_cols)
     rows = math.ceil(n / cols)
@@ -466,8 +708,11 @@ def attention_maps(attention, labels: Sequence[str] | None = None, *, layer: int
     fig = Figure(figsize=(cols * side + 1.2, rows * side + 0.6), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False).ravel())
     q_lab = list(labels) if labels is not None else [str(i) for i in range(T)]
-    k_lab = list(key_labels) if key_labels is not None else (
-        q_lab if len(q_lab) == S else [str(i) for i in range(S)])
+    k_lab = (
+        list(key_labels)
+        if key_labels is not None
+        else (q_lab if len(q_lab) == S else [str(i) for i in range(S)])
+    )
     vmax = max(float(max(p.max() for _, p in panels)), 1e-9)
     im = None
     from matplotlib import colormaps
@@ -476,22 +721,33 @@ def attention_maps(attention, labels: Sequence[str] | None = None, *, layer: int
     norm = mcolors.PowerNorm(gamma, vmin=0, vmax=vmax)
     for ax, (name, w) in zip(axes, panels, strict=False):
         # exactly-zero weights are masked keys (future tokens, padding): shown grey
-        im = ax.imshow(np.ma.masked_equal(w, 0.0), cmap=cmap, norm=norm,
-                       interpolation="nearest")
+        im = ax.imshow(np.ma.masked_equal(w, 0.0), cmap=cmap, norm=norm, interpolation="nearest")
         ax.set_title(name, fontsize=9)
         fs = 7 if max(T, S) <= 48 else 5
-        ax.set_yticks(range(T), q_lab if max(T, S) <= 96 else [""] * T, fontsize=fs,
-                      fontfamily="monospace")
-        ax.set_xticks(range(S), k_lab if max(T, S) <= 96 else [""] * S, fontsize=fs,
-                      fontfamily="monospace", rotation=90)
+        ax.set_yticks(
+            range(T), q_lab if max(T, S) <= 96 else [""] * T, fontsize=fs, fontfamily="monospace"
+        )
+        ax.set_xticks(
+            range(S),
+            k_lab if max(T, S) <= 96 else [""] * S,
+            fontsize=fs,
+            fontfamily="monospace",
+            rotation=90,
+        )
         ax.set_xlabel("key (attended to)", fontsize=8)
         ax.set_ylabel("query", fontsize=8)
     for ax in axes[n:]:
         ax.set_visible(False)
-    fig.colorbar(im, ax=axes[:n].tolist(), shrink=0.8,
-                 label=f"attention weight (colour ∝ weight^{gamma:g}; grey = not visible)")
-    fig.suptitle(title or f"Attention, layer {layer}, KV head {kv_head} "
-                 f"({R} query heads share it)", fontsize=11)
+    fig.colorbar(
+        im,
+        ax=axes[:n].tolist(),
+        shrink=0.8,
+        label=f"attention weight (colour ∝ weight^{gamma:g}; grey = not visible)",
+    )
+    fig.suptitle(
+        title or f"Attention, layer {layer}, KV head {kv_head} ({R} query heads share it)",
+        fontsize=11,
+    )
     return fig
 
 
@@ -504,8 +760,13 @@ def _inv_freq(key_size: int, base: float) -> np.ndarray:
     return np.asarray(inverse_frequencies(key_size, base), np.float64)
 
 
-def rope_frequencies(key_size: int = 128, base: float = 10000.0,
-                     max_position: int = 8192, *, title: str | None = None) -> Figure:
+def rope_frequencies(
+    key_size: int = 128,
+    base: float = 10000.0,
+    max_position: int = 8192,
+    *,
+    title: str | None = None,
+) -> Figure:
     """RoPE's H/2 rotation frequencies: each pair's wavelength against the context, and the
     rotation cos(position · θ_i) of every pair over positions 0 … ``max_position``."""
     theta = _inv_freq(key_size, base)
@@ -514,10 +775,17 @@ def rope_frequencies(key_size: int = 128, base: float = 10000.0,
     fig = Figure(figsize=(15, 4.4), layout="constrained")
     ax, bx, cx = fig.subplots(1, 3, width_ratios=[1, 1, 1.25])
     slow = wavelength > max_position
-    ax.semilogy(pairs[~slow], wavelength[~slow], "o", ms=3.5, color="tab:blue",
-                label="≥ 1 full turn within the context")
-    ax.semilogy(pairs[slow], wavelength[slow], "o", ms=3.5, color="tab:orange",
-                label="less than one turn")
+    ax.semilogy(
+        pairs[~slow],
+        wavelength[~slow],
+        "o",
+        ms=3.5,
+        color="tab:blue",
+        label="≥ 1 full turn within the context",
+    )
+    ax.semilogy(
+        pairs[slow], wavelength[slow], "o", ms=3.5, color="tab:orange", label="less than one turn"
+    )
     ax.axhline(max_position, color="black", ls="--", lw=1)
     ax.text(0, max_position * 1.25, f"context = {max_position:,} positions", fontsize=8)
     ax.set_xlabel(f"frequency pair i (features i and i + {key_size // 2})")
@@ -526,10 +794,14 @@ def rope_frequencies(key_size: int = 128, base: float = 10000.0,
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(alpha=0.3, which="both")
     near = np.arange(0, 129)
-    kw = dict(aspect="auto", cmap="RdBu_r", vmin=-1, vmax=1, origin="lower",
-              interpolation="nearest")
-    bx.imshow(np.cos(near[None, :] * theta[:, None]), extent=(-0.5, near[-1] + 0.5, -0.5,
-                                                               len(theta) - 0.5), **kw)
+    kw = dict(
+        aspect="auto", cmap="RdBu_r", vmin=-1, vmax=1, origin="lower", interpolation="nearest"
+    )
+    bx.imshow(
+        np.cos(near[None, :] * theta[:, None]),
+        extent=(-0.5, near[-1] + 0.5, -0.5, len(theta) - 0.5),
+        **kw,
+    )
     bx.set_xlabel("position")
     bx.set_ylabel("frequency pair i")
     bx.set_title(f"cos(position · θᵢ), positions 0–{near[-1]}", fontsize=10)
@@ -537,23 +809,33 @@ def rope_frequencies(key_size: int = 128, base: float = 10000.0,
     far = np.arange(0, max_position + 1, stride)
     rot = np.cos(far[None, :] * theta[:, None])
     # pairs turning faster than 4 samples per turn would alias at this stride: grey them
-    rot = np.ma.masked_where(np.broadcast_to((wavelength < 4 * stride)[:, None], rot.shape),
-                             rot)
+    rot = np.ma.masked_where(np.broadcast_to((wavelength < 4 * stride)[:, None], rot.shape), rot)
     from matplotlib import colormaps
 
-    im = cx.imshow(rot, extent=(far[0], far[-1], -0.5, len(theta) - 0.5),
-                   **{**kw, "cmap": colormaps["RdBu_r"].with_extremes(bad="#d9d9d9")})
+    im = cx.imshow(
+        rot,
+        extent=(far[0], far[-1], -0.5, len(theta) - 0.5),
+        **{**kw, "cmap": colormaps["RdBu_r"].with_extremes(bad="#d9d9d9")},
+    )
     cx.set_xlabel("position")
     cx.set_ylabel("frequency pair i")
     cx.set_title(f"… out to {max_position:,} (grey: too fast to draw)", fontsize=10)
     fig.colorbar(im, ax=[bx, cx], label="cos(angle)")
-    fig.suptitle(title or f"Rotary embedding frequencies (key size {key_size}, base {base:g})",
-                 fontsize=11)
+    fig.suptitle(
+        title or f"Rotary embedding frequencies (key size {key_size}, base {base:g})", fontsize=11
+    )
     return fig
 
 
-def rope_relative(key_size: int = 128, base: float = 10000.0, max_distance: int = 8192, *,
-                  samples: int = 256, seed: int = 0, title: str | None = None) -> Figure:
+def rope_relative(
+    key_size: int = 128,
+    base: float = 10000.0,
+    max_distance: int = 8192,
+    *,
+    samples: int = 256,
+    seed: int = 0,
+    title: str | None = None,
+) -> Figure:
     """How a rotated query and key interact as a function of their distance m − n only.
 
     The line is the expected ⟨R_m q, R_n q⟩ / |q|² for a random q — Σᵢ cos((m−n)θᵢ) / (H/2) —
@@ -561,8 +843,9 @@ def rope_relative(key_size: int = 128, base: float = 10000.0, max_distance: int 
     they fall on the same curve whatever m and n are.
     """
     theta = _inv_freq(key_size, base)
-    dist = np.unique(np.concatenate([np.arange(0, 64), np.geomspace(64, max_distance, 400)
-                                     .astype(int)]))
+    dist = np.unique(
+        np.concatenate([np.arange(0, 64), np.geomspace(64, max_distance, 400).astype(int)])
+    )
     expected = np.cos(dist[:, None] * theta[None]).mean(1)
     rng = np.random.default_rng(seed)
     q = rng.standard_normal(key_size)
@@ -583,26 +866,40 @@ def rope_relative(key_size: int = 128, base: float = 10000.0, max_distance: int 
     fig = Figure(figsize=(9, 4), layout="constrained")
     ax = fig.add_subplot()
     ax.plot(dist + 1, expected, color="black", lw=1.5, label="expected over random q")
-    ax.plot(dist + 1, measured_curve, color="tab:blue", lw=0.8, alpha=0.7,
-            label="one q: ⟨R_d q, q⟩ / |q|²")
-    ax.scatter(np.abs(m - n) + 1, measured / (q @ q), s=10, color="tab:red", zorder=3,
-               label="same q at random (m, n): depends on |m − n| only")
+    ax.plot(
+        dist + 1,
+        measured_curve,
+        color="tab:blue",
+        lw=0.8,
+        alpha=0.7,
+        label="one q: ⟨R_d q, q⟩ / |q|²",
+    )
+    ax.scatter(
+        np.abs(m - n) + 1,
+        measured / (q @ q),
+        s=10,
+        color="tab:red",
+        zorder=3,
+        label="same q at random (m, n): depends on |m − n| only",
+    )
     ax.set_xscale("log")
     ax.set_xlabel("distance |m − n| + 1 (log)")
     ax.set_ylabel("⟨R_m q, R_n q⟩ / |q|²")
     ax.axhline(0, color="grey", lw=0.5)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    ax.set_title(title or f"RoPE sees relative position (key size {key_size}, base {base:g})",
-                 fontsize=11)
+    ax.set_title(
+        title or f"RoPE sees relative position (key size {key_size}, base {base:g})", fontsize=11
+    )
     return fig
 
 
 # --------------------------------------------------------------------------------------------
 # quantisation
 # --------------------------------------------------------------------------------------------
-def quantization_error(w, q=None, *, blocks: int = 1, title: str | None = None,
-                       bins: int = 101) -> Figure:
+def quantization_error(
+    w, q=None, *, blocks: int = 1, title: str | None = None, bins: int = 101
+) -> Figure:
     """int8 + block scales: the weights with their quantisation step, and the error in steps.
 
     ``w`` [..., in, out] float weights; ``q`` their ``QArray`` (made with ``blocks`` scale
@@ -625,9 +922,15 @@ def quantization_error(w, q=None, *, blocks: int = 1, title: str | None = None,
     ax.set_title("weights", fontsize=10)
     ax.set_xlabel("value")
     ax.set_ylabel("count")
-    ax.text(0.02, 0.97, f"{w.size:,} weights\nmedian step {np.median(step):.3g}\n"
-            f"(step = max|w| of its\nblock / 127)", transform=ax.transAxes, va="top",
-            fontsize=8)
+    ax.text(
+        0.02,
+        0.97,
+        f"{w.size:,} weights\nmedian step {np.median(step):.3g}\n"
+        f"(step = max|w| of its\nblock / 127)",
+        transform=ax.transAxes,
+        va="top",
+        fontsize=8,
+    )
     # rounding to the grid: near zero, w/step against (int8 × scale)/step is a staircase
     x, y = (w / step).ravel(), (deq / step).ravel()
     near = np.abs(x) < 4.5
@@ -650,21 +953,35 @@ def quantization_error(w, q=None, *, blocks: int = 1, title: str | None = None,
     cx.set_ylabel("count")
     rms = float(np.sqrt(np.mean(err**2)) / np.sqrt(np.mean(w**2)))
     cx.set_ylim(top=cx.get_ylim()[1] * 1.3)
-    cx.text(0.5, 0.97, f"max |err|/step = {np.abs(ratio).max():.3f}   relative RMS error "
-            f"{100 * rms:.2f}%", transform=cx.transAxes, va="top", ha="center", fontsize=8,
-            bbox=dict(facecolor="white", alpha=0.9, edgecolor="none"))
-    fig.suptitle(title or f"int8 quantisation with {q.blocks} scale block(s) per column",
-                 fontsize=11)
+    cx.text(
+        0.5,
+        0.97,
+        f"max |err|/step = {np.abs(ratio).max():.3f}   relative RMS error {100 * rms:.2f}%",
+        transform=cx.transAxes,
+        va="top",
+        ha="center",
+        fontsize=8,
+        bbox=dict(facecolor="white", alpha=0.9, edgecolor="none"),
+    )
+    fig.suptitle(
+        title or f"int8 quantisation with {q.blocks} scale block(s) per column", fontsize=11
+    )
     return fig
 
 
 # --------------------------------------------------------------------------------------------
 # memory and cost curves
 # --------------------------------------------------------------------------------------------
-def kv_memory_growth(cfg, batch_sizes: Sequence[int] = (1, 8, 32), *,
-                     max_tokens: int | None = None, dtype="bfloat16",
-                     device_bytes: float | None = None, device_name: str = "device",
-                     title: str | None = None) -> Figure:
+def kv_memory_growth(
+    cfg,
+    batch_sizes: Sequence[int] = (1, 8, 32),
+    *,
+    max_tokens: int | None = None,
+    dtype="bfloat16",
+    device_bytes: float | None = None,
+    device_name: str = "device",
+    title: str | None = None,
+) -> Figure:
     """KV-memory bytes against tokens held, one line per batch size, for a ``GrokConfig``
     (2 × layers × kv-heads × key size × dtype bytes per token and row)."""
     import jax.numpy as jnp
@@ -682,8 +999,13 @@ def kv_memory_growth(cfg, batch_sizes: Sequence[int] = (1, 8, 32), *,
     top = max(batch_sizes) * per_token * max_tokens
     if device_bytes:
         ax.axhline(device_bytes, color="black", ls="--", lw=1)
-        ax.text(tokens[2], device_bytes * 0.97, f"{device_name}: {format_bytes(device_bytes)}",
-                fontsize=8, va="top")
+        ax.text(
+            tokens[2],
+            device_bytes * 0.97,
+            f"{device_name}: {format_bytes(device_bytes)}",
+            fontsize=8,
+            va="top",
+        )
         top = max(top, device_bytes)
     from matplotlib.ticker import MultipleLocator
 
@@ -695,15 +1017,28 @@ def kv_memory_growth(cfg, batch_sizes: Sequence[int] = (1, 8, 32), *,
     ax.set_ylabel("KV memory")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0.0, 0.9 if device_bytes else 1.0))
-    ax.set_title(title or f"KV memory: {format_bytes(per_token)} per token per row "
-                 f"({cfg.num_layers} layers × 2 × {cfg.num_kv_heads} kv-heads × "
-                 f"{cfg.key_size} × {jnp.dtype(dtype).itemsize} B)", fontsize=10)
+    ax.set_title(
+        title
+        or f"KV memory: {format_bytes(per_token)} per token per row "
+        f"({cfg.num_layers} layers × 2 × {cfg.num_kv_heads} kv-heads × "
+        f"{cfg.key_size} × {jnp.dtype(dtype).itemsize} B)",
+        fontsize=10,
+    )
     return fig
 
 
-def growth_plot(x, series: Mapping[str, Sequence[float]], *, xlabel: str = "tokens",
-                ylabel: str = "bytes", title: str = "", logx: bool = True, logy: bool = True,
-                as_bytes: bool = True, styles: Mapping[str, str] | None = None) -> Figure:
+def growth_plot(
+    x,
+    series: Mapping[str, Sequence[float]],
+    *,
+    xlabel: str = "tokens",
+    ylabel: str = "bytes",
+    title: str = "",
+    logx: bool = True,
+    logy: bool = True,
+    as_bytes: bool = True,
+    styles: Mapping[str, str] | None = None,
+) -> Figure:
     """Several quantities against one x (log–log by default): measured costs and their
     extrapolations. ``series`` maps a legend label to values (NaN = not measured);
     ``styles`` optionally maps a label to a matplotlib format string ('o-', '--' …)."""
@@ -735,8 +1070,13 @@ def growth_plot(x, series: Mapping[str, Sequence[float]], *, xlabel: str = "toke
     return fig
 
 
-def param_breakdown(counts: Mapping[str, int], *, active: Mapping[str, int] | None = None,
-                    title: str | None = None, log: bool = True) -> Figure:
+def param_breakdown(
+    counts: Mapping[str, int],
+    *,
+    active: Mapping[str, int] | None = None,
+    title: str | None = None,
+    log: bool = True,
+) -> Figure:
     """Where the parameters live: one horizontal bar per group (count and share), and
     optionally the parameters one token actually uses (``active``) beside them. ``log``:
     a logarithmic count axis (default), so groups a thousand times smaller stay visible."""
@@ -750,11 +1090,21 @@ def param_breakdown(counts: Mapping[str, int], *, active: Mapping[str, int] | No
     ax.barh(y - (h / 2 if active else 0), vals, height=h, color="tab:blue", label="stored")
     if active:
         act = np.array([active.get(n, 0) for n in names], dtype=np.float64)
-        ax.barh(y + h / 2, act, height=h, color="tab:orange",
-                label=f"used per token ({100 * act.sum() / total:.1f}% of all)")
+        ax.barh(
+            y + h / 2,
+            act,
+            height=h,
+            color="tab:orange",
+            label=f"used per token ({100 * act.sum() / total:.1f}% of all)",
+        )
     for i, v in enumerate(vals):
-        ax.text(v, i - (h / 2 if active else 0), f"  {_count(v)} ({100 * v / total:.2g}%)",
-                va="center", fontsize=8)
+        ax.text(
+            v,
+            i - (h / 2 if active else 0),
+            f"  {_count(v)} ({100 * v / total:.2g}%)",
+            va="center",
+            fontsize=8,
+        )
         if active and act[i] != v:
             ax.text(act[i], i + h / 2, f"  {_count(act[i])}", va="center", fontsize=8)
     if log:
@@ -777,8 +1127,9 @@ def _count(n: float) -> str:
     return f"{n:.0f}"
 
 
-def parity_scatter(got, want, valid=None, *, title: str | None = None,
-                   step: float | None = None) -> Figure:
+def parity_scatter(
+    got, want, valid=None, *, title: str | None = None, step: float | None = None
+) -> Figure:
     """This implementation's logits against the original code's, and their differences.
 
     ``valid`` (bool, broadcastable to the leading axes) selects the positions that count;
@@ -797,8 +1148,9 @@ def parity_scatter(got, want, valid=None, *, title: str | None = None,
     ax.plot(lim, lim, color="black", lw=0.8, label="y = x")
     ax.set_xlabel("original code's logits")
     ax.set_ylabel("grok_flax logits")
-    ax.set_title(f"{want.size:,} logits, correlation {np.corrcoef(got, want)[0, 1]:.6f}",
-                 fontsize=10)
+    ax.set_title(
+        f"{want.size:,} logits, correlation {np.corrcoef(got, want)[0, 1]:.6f}", fontsize=10
+    )
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     lo, hi = float(diff.min()), float(diff.max())
@@ -807,8 +1159,9 @@ def parity_scatter(got, want, valid=None, *, title: str | None = None,
     bx.set_yscale("log")
     bx.set_xlabel("grok_flax − original")
     bx.set_ylabel("count (log)")
-    bx.set_title(f"max |diff| {np.abs(diff).max():.4f}, mean {np.abs(diff).mean():.5f}",
-                 fontsize=10)
+    bx.set_title(
+        f"max |diff| {np.abs(diff).max():.4f}, mean {np.abs(diff).mean():.5f}", fontsize=10
+    )
     if step:
         for x in (-step, step):
             bx.axvline(x, color="black", ls="--", lw=1)
@@ -820,8 +1173,9 @@ def parity_scatter(got, want, valid=None, *, title: str | None = None,
 # --------------------------------------------------------------------------------------------
 # sharding
 # --------------------------------------------------------------------------------------------
-def sharding_map(arrays: Mapping[str, object], *, title: str | None = None,
-                 max_cols: int = 3) -> Figure:
+def sharding_map(
+    arrays: Mapping[str, object], *, title: str | None = None, max_cols: int = 3
+) -> Figure:
     """Which device holds which block of each array (its last two axes).
 
     ``arrays`` maps a name to a sharded ``jax.Array`` / ``ShapeDtypeStruct`` with a
@@ -832,7 +1186,7 @@ def sharding_map(arrays: Mapping[str, object], *, title: str | None = None,
 
     items = []
     for name, a in arrays.items():
-        shape, sharding = (a if isinstance(a, tuple) else (a.shape, a.sharding))
+        shape, sharding = a if isinstance(a, tuple) else (a.shape, a.sharding)
         items.append((name, tuple(shape), sharding))
     n = len(items)
     cols = min(n, max_cols)
@@ -845,34 +1199,58 @@ def sharding_map(arrays: Mapping[str, object], *, title: str | None = None,
         blocks: dict[tuple, list[int]] = {}
         for dev, idx in sharding.devices_indices_map(shape).items():
             idx = tuple(idx)[-2:] if len(shape) >= 2 else (slice(0, 1),) + tuple(idx)
-            key = tuple((s.start or 0, shape2[i] if s.stop is None else s.stop)
-                        for i, s in enumerate(idx))
+            key = tuple(
+                (s.start or 0, shape2[i] if s.stop is None else s.stop) for i, s in enumerate(idx)
+            )
             blocks.setdefault(key, []).append(dev.id)
         for (rr, cc), devs in sorted(blocks.items()):
             color = cmap(min(devs) % 10)
             alpha = 0.85 if len(devs) == 1 else 0.45
-            ax.add_patch(Rectangle((cc[0], rr[0]), cc[1] - cc[0], rr[1] - rr[0],
-                                   facecolor=color, alpha=alpha, edgecolor="black", lw=1))
+            ax.add_patch(
+                Rectangle(
+                    (cc[0], rr[0]),
+                    cc[1] - cc[0],
+                    rr[1] - rr[0],
+                    facecolor=color,
+                    alpha=alpha,
+                    edgecolor="black",
+                    lw=1,
+                )
+            )
             devs = sorted(devs)
-            label = ("dev " + ",".join(map(str, devs)) if len(devs) <= 4 else
-                     f"dev {devs[0]}–{devs[-1]}" if devs == list(range(devs[0], devs[-1] + 1))
-                     else f"{len(devs)} devices")
-            ax.text((cc[0] + cc[1]) / 2, (rr[0] + rr[1]) / 2, label, ha="center",
-                    va="center", fontsize=8 if len(blocks) <= 8 else 6,
-                    rotation=90 if (cc[1] - cc[0]) / shape2[1] < 0.2 else 0)
+            label = (
+                "dev " + ",".join(map(str, devs))
+                if len(devs) <= 4
+                else f"dev {devs[0]}–{devs[-1]}"
+                if devs == list(range(devs[0], devs[-1] + 1))
+                else f"{len(devs)} devices"
+            )
+            ax.text(
+                (cc[0] + cc[1]) / 2,
+                (rr[0] + rr[1]) / 2,
+                label,
+                ha="center",
+                va="center",
+                fontsize=8 if len(blocks) <= 8 else 6,
+                rotation=90 if (cc[1] - cc[0]) / shape2[1] < 0.2 else 0,
+            )
         ax.set_xlim(0, shape2[1])
         ax.set_ylim(shape2[0], 0)
         spec = getattr(sharding, "spec", "")
         ax.set_title(f"{name}\n{list(shape)}  {spec}", fontsize=9)
         ax.set_xlabel(f"axis {len(shape) - 1} ({shape2[1]:,})", fontsize=8)
-        ax.set_ylabel(f"axis {len(shape) - 2} ({shape2[0]:,})" if len(shape) >= 2 else "",
-                      fontsize=8)
+        ax.set_ylabel(
+            f"axis {len(shape) - 2} ({shape2[0]:,})" if len(shape) >= 2 else "", fontsize=8
+        )
         ax.tick_params(labelsize=7)
     for ax in axes[n:]:
         ax.set_visible(False)
     mesh = getattr(items[0][2], "mesh", None)
-    mesh_txt = (" on mesh " + " × ".join(f"{k}={v}" for k, v in mesh.shape.items())
-                if mesh is not None else "")
+    mesh_txt = (
+        " on mesh " + " × ".join(f"{k}={v}" for k, v in mesh.shape.items())
+        if mesh is not None
+        else ""
+    )
     fig.suptitle(title or f"Which device holds which block{mesh_txt}", fontsize=11)
     return fig
 
@@ -880,8 +1258,15 @@ def sharding_map(arrays: Mapping[str, object], *, title: str | None = None,
 # --------------------------------------------------------------------------------------------
 # interactive routing explorer (ipywidgets)
 # --------------------------------------------------------------------------------------------
-def router_probabilities(probs, k: int = 2, *, experts=None, token: str | None = None,
-                         layer: int | None = None, title: str | None = None) -> Figure:
+def router_probabilities(
+    probs,
+    k: int = 2,
+    *,
+    experts=None,
+    token: str | None = None,
+    layer: int | None = None,
+    title: str | None = None,
+) -> Figure:
     """One token's router probabilities over the E experts, the top-k highlighted.
 
     ``probs`` [E] (float32 softmax of the router logits); ``experts`` [k]: the experts the
@@ -894,8 +1279,11 @@ def router_probabilities(probs, k: int = 2, *, experts=None, token: str | None =
     E = p.size
     if not 1 <= k <= E:
         raise ValueError(f"k must be in 1..{E} (the number of experts), got {k}")
-    chosen = (np.argsort(-p, kind="stable")[:k] if experts is None
-              else np.asarray(experts, dtype=int).reshape(-1))
+    chosen = (
+        np.argsort(-p, kind="stable")[:k]
+        if experts is None
+        else np.asarray(experts, dtype=int).reshape(-1)
+    )
     if len(chosen) != k or not all(0 <= e < E for e in chosen):
         raise ValueError(f"experts must be {k} expert ids in 0..{E - 1}, got {experts!r}")
     cmap = _expert_colors(E)
@@ -904,18 +1292,26 @@ def router_probabilities(probs, k: int = 2, *, experts=None, token: str | None =
     ax = fig.add_subplot()
     ax.bar(range(E), p, color=colors, edgecolor="black", lw=0.6)
     for rank, e in enumerate(chosen):
-        ax.text(e, p[e], f"#{rank + 1}\n{100 * p[e]:.0f}%", ha="center", va="bottom",
-                fontsize=8)
+        ax.text(e, p[e], f"#{rank + 1}\n{100 * p[e]:.0f}%", ha="center", va="bottom", fontsize=8)
     ax.axhline(1 / E, color="black", ls=":", lw=1, label=f"uniform 1/{E}")
     ax.set_xticks(range(E))
     ax.set_xlabel("expert")
     ax.set_ylabel("router probability")
     ax.set_ylim(0, min(1.0, p.max() * 1.3 + 0.05))
     ax.legend(fontsize=7, loc="upper right")
-    where = " ".join(x for x in (f"layer {layer}" if layer is not None else "",
-                                 f"token {token!r}" if token is not None else "") if x)
-    ax.set_title(title or f"Router, {where}\ntop-{k} gates hold {100 * p[chosen].sum():.0f}% "
-                 "(not renormalised)", fontsize=9)
+    where = " ".join(
+        x
+        for x in (
+            f"layer {layer}" if layer is not None else "",
+            f"token {token!r}" if token is not None else "",
+        )
+        if x
+    )
+    ax.set_title(
+        title
+        or f"Router, {where}\ntop-{k} gates hold {100 * p[chosen].sum():.0f}% (not renormalised)",
+        fontsize=9,
+    )
     return fig
 
 
@@ -945,8 +1341,15 @@ class RoutingExplorer:
     how the notebook keeps a static copy and how the tests check it.
     """
 
-    def __init__(self, model, tokenizer, prompt: str = "def fibonacci(n):\n", *,
-                 max_tokens: int = 48, bos: bool = True):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        prompt: str = "def fibonacci(n):\n",
+        *,
+        max_tokens: int = 48,
+        bos: bool = True,
+    ):
         self.model, self.tokenizer = model, tokenizer
         self.max_tokens = int(max_tokens)
         self.bos = bos
@@ -978,8 +1381,11 @@ class RoutingExplorer:
 
     def _check(self, layer: int, token: int, head: int) -> tuple[int, int, int]:
         T = len(self.ids)
-        for name, v, n in (("layer", layer, self.num_layers), ("token", token, T),
-                           ("head", head, self.num_heads)):
+        for name, v, n in (
+            ("layer", layer, self.num_layers),
+            ("token", token, T),
+            ("head", head, self.num_heads),
+        ):
             if not isinstance(v, (int, np.integer)) or not 0 <= v < n:
                 raise ValueError(f"{name} must be an integer in 0..{n - 1}, got {v!r}")
         return int(layer), int(token), int(head)
@@ -991,22 +1397,36 @@ class RoutingExplorer:
             token = len(self.ids) + int(token)
         layer, token, head = self._check(layer, token, head)
         label = self.labels[token]
-        routing = routing_heatmap(self.experts[:, None], self.labels, gates=self.gates[:, None],
-                                  num_experts=self.num_experts,
-                                  title=f"Routing of the prompt (framed: token {token} "
-                                        f"{label!r}, layer {layer})")
+        routing = routing_heatmap(
+            self.experts[:, None],
+            self.labels,
+            gates=self.gates[:, None],
+            num_experts=self.num_experts,
+            title=f"Routing of the prompt (framed: token {token} {label!r}, layer {layer})",
+        )
         ax = routing.axes[0]
-        ax.add_patch(Rectangle((layer - 0.5, token - 0.5), 1, 1, fill=False, lw=2.5,
-                               edgecolor="black"))
-        router = router_probabilities(self.router_probs[layer, token], self.k,
-                                      experts=self.experts[layer, token], token=label,
-                                      layer=layer)
+        ax.add_patch(
+            Rectangle((layer - 0.5, token - 0.5), 1, 1, fill=False, lw=2.5, edgecolor="black")
+        )
+        router = router_probabilities(
+            self.router_probs[layer, token],
+            self.k,
+            experts=self.experts[layer, token],
+            token=label,
+            layer=layer,
+        )
         kv, q = divmod(head, self.group)
-        attention = attention_maps(self.attention[layer], self.labels, kv_head=kv, q_heads=q,
-                                   title=f"Attention, layer {layer}, query head {head}")
+        attention = attention_maps(
+            self.attention[layer],
+            self.labels,
+            kv_head=kv,
+            q_heads=q,
+            title=f"Attention, layer {layer}, query head {head}",
+        )
         T = len(self.ids)
-        attention.axes[0].add_patch(Rectangle((-0.5, token - 0.5), T, 1, fill=False, lw=1.5,
-                                              edgecolor="#1f77b4"))
+        attention.axes[0].add_patch(
+            Rectangle((-0.5, token - 0.5), T, 1, fill=False, lw=1.5, edgecolor="#1f77b4")
+        )
         return dict(routing=routing, router=router, attention=attention)
 
     # ------------------------------------------------------------------------- widgets
@@ -1020,36 +1440,60 @@ class RoutingExplorer:
     def _build(self):
         import ipywidgets as w
 
-        self.prompt_box = w.Textarea(value=self.prompt, description="prompt",
-                                     layout=w.Layout(width="95%", height="4em"))
+        self.prompt_box = w.Textarea(
+            value=self.prompt, description="prompt", layout=w.Layout(width="95%", height="4em")
+        )
         self.run_button = w.Button(description="run", button_style="primary")
-        self.layer_slider = w.IntSlider(value=0, min=0, max=self.num_layers - 1,
-                                        description="layer", continuous_update=False)
+        self.layer_slider = w.IntSlider(
+            value=0, min=0, max=self.num_layers - 1, description="layer", continuous_update=False
+        )
         self.token_picker = w.Dropdown(description="token")
-        self.head_slider = w.IntSlider(value=0, min=0, max=self.num_heads - 1,
-                                       description="query head", continuous_update=False)
+        self.head_slider = w.IntSlider(
+            value=0,
+            min=0,
+            max=self.num_heads - 1,
+            description="query head",
+            continuous_update=False,
+        )
         # each image is given its width only (render): its height follows from the PNG's own
         # aspect ratio. Without height "auto" and align_self, the flex row stretches the
         # shorter router figure to the attention figure's height, distorting it.
-        self.images = {name: w.Image(format="png", layout=w.Layout(
-            height="auto", max_width="100%", align_self="flex-start", object_fit="contain"))
-            for name in ("routing", "router", "attention")}
+        self.images = {
+            name: w.Image(
+                format="png",
+                layout=w.Layout(
+                    height="auto", max_width="100%", align_self="flex-start", object_fit="contain"
+                ),
+            )
+            for name in ("routing", "router", "attention")
+        }
         self.status = w.HTML()
-        for name, widget in (("prompt", self.prompt_box), ("run", self.run_button),
-                             ("layer", self.layer_slider), ("token", self.token_picker),
-                             ("head", self.head_slider), ("status", self.status),
-                             *self.images.items()):
+        for name, widget in (
+            ("prompt", self.prompt_box),
+            ("run", self.run_button),
+            ("layer", self.layer_slider),
+            ("token", self.token_picker),
+            ("head", self.head_slider),
+            ("status", self.status),
+            *self.images.items(),
+        ):
             widget.add_class(f"grok-explorer-{name}")
         self._set_token_options(len(self.ids) - 1)
         self.run_button.on_click(lambda _: self._rerun())
         for control in (self.layer_slider, self.token_picker, self.head_slider):
             control.observe(lambda _: self.render(), names="value")
         self.render()
-        controls = w.VBox([w.HBox([self.prompt_box, self.run_button]),
-                           w.HBox([self.layer_slider, self.token_picker, self.head_slider]),
-                           self.status])
-        figures = w.HBox([self.images["router"], self.images["attention"]],
-                         layout=w.Layout(align_items="flex-start"))
+        controls = w.VBox(
+            [
+                w.HBox([self.prompt_box, self.run_button]),
+                w.HBox([self.layer_slider, self.token_picker, self.head_slider]),
+                self.status,
+            ]
+        )
+        figures = w.HBox(
+            [self.images["router"], self.images["attention"]],
+            layout=w.Layout(align_items="flex-start"),
+        )
         box = w.VBox([controls, figures, self.images["routing"]])
         box.add_class("grok-explorer")
         return box
@@ -1080,10 +1524,12 @@ class RoutingExplorer:
             # CSS pixels: the PNG has _PNG_SCALE times as many, for a sharp image
             self.images[name].width = str(round(fig.get_figwidth() * _PNG_DPI))
         head = self.head_slider.value
-        self.status.value = (f"{len(self.ids)} tokens · layer {self.layer_slider.value} · token "
-                             f"{token} {self.labels[token]!r} · experts "
-                             f"{self.experts[self.layer_slider.value, token].tolist()} · "
-                             f"query head {head} (reads KV head {head // self.group})")
+        self.status.value = (
+            f"{len(self.ids)} tokens · layer {self.layer_slider.value} · token "
+            f"{token} {self.labels[token]!r} · experts "
+            f"{self.experts[self.layer_slider.value, token].tolist()} · "
+            f"query head {head} (reads KV head {head // self.group})"
+        )
 
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)

@@ -30,8 +30,9 @@ def notebooks(patterns: list[str] | None = None) -> list[Path]:
     return found
 
 
-def run_notebook(path: Path, out: Path | None = None, timeout: int = 600,
-                 kernel: str = "python3") -> float:
+def run_notebook(
+    path: Path, out: Path | None = None, timeout: int = 600, kernel: str = "python3"
+) -> float:
     """Execute ``path`` (cwd: its folder) and write the result to ``out`` (None: don't).
     Returns the wall time in seconds; raises ``nbclient.exceptions.CellExecutionError``."""
     import tempfile
@@ -44,11 +45,15 @@ def run_notebook(path: Path, out: Path | None = None, timeout: int = 600,
     with tempfile.TemporaryDirectory() as sockets:
         # the kernel talks over local IPC sockets in a private folder, not TCP (which the
         # kernel warns about: no encryption)
-        km = KernelManager(kernel_name=kernel, transport="ipc",
-                           ip=str(Path(sockets) / "kernel"))
+        km = KernelManager(kernel_name=kernel, transport="ipc", ip=str(Path(sockets) / "kernel"))
         client = nbclient.NotebookClient(
-            nb, km=km, kernel_name=kernel, timeout=timeout, record_timing=False,
-            resources={"metadata": {"path": str(path.parent)}})
+            nb,
+            km=km,
+            kernel_name=kernel,
+            timeout=timeout,
+            record_timing=False,
+            resources={"metadata": {"path": str(path.parent)}},
+        )
         t0 = time.perf_counter()
         try:
             client.execute()
@@ -62,8 +67,9 @@ def run_notebook(path: Path, out: Path | None = None, timeout: int = 600,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("only", nargs="*", help="notebook name prefixes (default: all)")
     parser.add_argument("--out", type=Path, help="folder for executed copies (default: in place)")
     parser.add_argument("--check", action="store_true", help="execute only, write nothing")
@@ -90,8 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         total += seconds
         flag = "" if seconds <= BUDGET_SECONDS else f"  (over the {BUDGET_SECONDS} s budget)"
         print(f"{p.name:<34} {seconds:7.1f} s{flag}", flush=True)
-    print(f"{len(paths) - len(failed)}/{len(paths)} notebooks ran in {total:.0f} s"
-          + (f"; failed: {', '.join(failed)}" if failed else ""))
+    print(
+        f"{len(paths) - len(failed)}/{len(paths)} notebooks ran in {total:.0f} s"
+        + (f"; failed: {', '.join(failed)}" if failed else "")
+    )
     return 1 if failed else 0
 
 

@@ -58,8 +58,12 @@ def unpickle_own_file(path: Path):
     import subprocess
     import types
 
-    out = subprocess.run([sys.executable, "-c", _UNPICKLE_CHILD, str(path)],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", _UNPICKLE_CHILD, str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     d = json.loads(out.stdout)
 
     def dec(e):
@@ -68,10 +72,7 @@ def unpickle_own_file(path: Path):
 
     if "array" in d:
         return dec(d["array"])
-    return types.SimpleNamespace(cls=d["class"], weight=dec(d["weight"]),
-                                 scales=dec(d["scales"]))
+    return types.SimpleNamespace(cls=d["class"], weight=dec(d["weight"]), scales=dec(d["scales"]))
 
 
 # ---- the reference checkpoint written by the original code -----------------------------------
-
-

@@ -52,11 +52,12 @@ def run_checkpoint(model, tokens: np.ndarray, mesh) -> dict[str, np.ndarray]:
     out["decode"] = gather(step(model, toks[:, -1:], memory))
     out["kv_k"] = gather(memory.k[...])
     # generation: the first row's real tokens as a prompt, greedy and sampled
-    prompt = [int(t) for t in tokens[0] if t > cfg.pad_token][:T // 2]
+    prompt = [int(t) for t in tokens[0] if t > cfg.pad_token][: T // 2]
     gen = Generator(model, max_len=min(cfg.sequence_len, 64), mesh=mesh)
     out["generated_greedy"] = np.asarray(gen.generate([prompt], max_new_tokens=8).tokens[0])
-    sampled = gen.generate([prompt, prompt[:3]], max_new_tokens=8, temperature=0.8, top_p=0.9,
-                           seed=3)
+    sampled = gen.generate(
+        [prompt, prompt[:3]], max_new_tokens=8, temperature=0.8, top_p=0.9, seed=3
+    )
     out["generated_sampled"] = np.asarray(sum(sampled.tokens, []))
     return out
 
@@ -95,9 +96,13 @@ class ReadLog:
 def worker(args: argparse.Namespace) -> int:
     from grok_flax.scale.distributed import initialize
 
-    idx, count = initialize(args.coordinator, args.num_processes, args.process_id,
-                            local_device_count=args.local_devices,
-                            initialization_timeout=args.init_timeout)
+    idx, count = initialize(
+        args.coordinator,
+        args.num_processes,
+        args.process_id,
+        local_device_count=args.local_devices,
+        initialization_timeout=args.init_timeout,
+    )
     import jax
 
     from grok_flax.checkpoint import checkpoint_dir, load_checkpoint
@@ -118,10 +123,17 @@ def worker(args: argparse.Namespace) -> int:
     tokens = np.asarray(meta["tokens"], np.int32)
     out = run_checkpoint(model, tokens, mesh)
     total = sum(f.stat().st_size for f in checkpoint_dir(args.checkpoint).iterdir())
-    report = dict(process=idx, processes=count, local_devices=jax.local_device_count(),
-                  global_devices=jax.device_count(), bytes_read=log.bytes,
-                  slices_read=len(log.slices), checkpoint_file_bytes=total,
-                  load_seconds=load_s, seconds=time.perf_counter() - t0)
+    report = dict(
+        process=idx,
+        processes=count,
+        local_devices=jax.local_device_count(),
+        global_devices=jax.device_count(),
+        bytes_read=log.bytes,
+        slices_read=len(log.slices),
+        checkpoint_file_bytes=total,
+        load_seconds=load_s,
+        seconds=time.perf_counter() - t0,
+    )
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"process_{idx}.json").write_text(json.dumps(report, indent=1))
@@ -132,6 +144,7 @@ def worker(args: argparse.Namespace) -> int:
 
 
 # --- launching N local processes -------------------------------------------------------------
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -155,27 +168,43 @@ def _drain(stream, into: list[str]) -> None:
     stream.close()
 
 
-def launch_local(worker_args: list[str], num_processes: int = 2, local_devices: int = 4,
-                 timeout: float = 240.0) -> list[subprocess.CompletedProcess]:
+def launch_local(
+    worker_args: list[str], num_processes: int = 2, local_devices: int = 4, timeout: float = 240.0
+) -> list[subprocess.CompletedProcess]:
     """Run ``num_processes`` workers on 127.0.0.1 (``local_devices`` CPU devices each) and
     wait for all of them (see :func:`run_processes`)."""
     port = free_port()
-    cmds = [[sys.executable, str(Path(__file__).resolve()), "worker",
-             "--coordinator", f"127.0.0.1:{port}", "--num-processes", str(num_processes),
-             "--process-id", str(i), "--local-devices", str(local_devices), *worker_args]
-            for i in range(num_processes)]
+    cmds = [
+        [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "worker",
+            "--coordinator",
+            f"127.0.0.1:{port}",
+            "--num-processes",
+            str(num_processes),
+            "--process-id",
+            str(i),
+            "--local-devices",
+            str(local_devices),
+            *worker_args,
+        ]
+        for i in range(num_processes)
+    ]
     return run_processes(cmds, _child_env(local_devices), timeout)
 
 
-def run_processes(cmds: list[list[str]], env: dict[str, str] | None = None,
-                  timeout: float = 240.0) -> list[subprocess.CompletedProcess]:
+def run_processes(
+    cmds: list[list[str]], env: dict[str, str] | None = None, timeout: float = 240.0
+) -> list[subprocess.CompletedProcess]:
     """Run the commands side by side, reading their output while they run. If one fails, or
     ``timeout`` seconds pass, every one still running is killed and ``RuntimeError`` says
     why, with the end of each one's output."""
     procs, logs, readers = [], [], []
     for cmd in cmds:
-        p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True)
+        p = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         logs.append([])
         readers.append(threading.Thread(target=_drain, args=(p.stdout, logs[-1]), daemon=True))
         readers[-1].start()
@@ -199,42 +228,55 @@ def run_processes(cmds: list[list[str]], env: dict[str, str] | None = None,
         for p, r in zip(procs, readers, strict=True):
             p.wait()
             r.join(timeout=10)
-    results = [subprocess.CompletedProcess(p.args, p.returncode, "".join(log), "")
-               for p, log in zip(procs, logs, strict=True)]
+    results = [
+        subprocess.CompletedProcess(p.args, p.returncode, "".join(log), "")
+        for p, log in zip(procs, logs, strict=True)
+    ]
     if failed or any(r.returncode for r in results):
-        text = "\n".join(f"--- process {i} (rc {r.returncode}) ---\n{r.stdout[-4000:]}"
-                         for i, r in enumerate(results))
-        raise RuntimeError(f"local multi-process run failed: {failed or 'non-zero exit'}\n"
-                           f"{text}")
+        text = "\n".join(
+            f"--- process {i} (rc {r.returncode}) ---\n{r.stdout[-4000:]}"
+            for i, r in enumerate(results)
+        )
+        raise RuntimeError(f"local multi-process run failed: {failed or 'non-zero exit'}\n{text}")
     return results
 
 
 # --- command line ----------------------------------------------------------------------------
 
+
 def _add_worker_args(p: argparse.ArgumentParser):
     p.add_argument("--checkpoint", required=True, help="folder holding ckpt-0/")
-    p.add_argument("--meta", required=True, help="meta.json of a reference case (config, "
-                                                 "tokens)")
+    p.add_argument("--meta", required=True, help="meta.json of a reference case (config, tokens)")
     p.add_argument("--mesh", default="data=1,model=8", help="global mesh, e.g. data=2,model=4")
-    p.add_argument("--axis-types", choices=("auto", "explicit"), default="auto",
-                   help="mesh from grok_flax.scale.sharding.make_mesh (Auto axes) or "
-                        "jax.make_mesh (Explicit axes)")
+    p.add_argument(
+        "--axis-types",
+        choices=("auto", "explicit"),
+        default="auto",
+        help="mesh from grok_flax.scale.sharding.make_mesh (Auto axes) or "
+        "jax.make_mesh (Explicit axes)",
+    )
     p.add_argument("--out", required=True, help="folder for process_N.json / logits_N.npz")
     p.add_argument("--compute-dtype", default="float32", help="float32 or bfloat16")
-    p.add_argument("--init-timeout", type=int, default=120,
-                   help="seconds to wait for every process to join")
+    p.add_argument(
+        "--init-timeout", type=int, default=120, help="seconds to wait for every process to join"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python tests/multihost_worker.py",
-                                     description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python tests/multihost_worker.py", description=__doc__.split("\n")[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     w = sub.add_parser("worker", help="one process: load, forward, decode, gather")
     w.add_argument("--coordinator", required=True, help="host:port of process 0")
     w.add_argument("--num-processes", type=int, required=True, help="processes in the job")
     w.add_argument("--process-id", type=int, required=True, help="this process's index")
-    w.add_argument("--local-devices", type=int, default=None,
-                   help="simulate this many CPU devices in this process")
+    w.add_argument(
+        "--local-devices",
+        type=int,
+        default=None,
+        help="simulate this many CPU devices in this process",
+    )
     _add_worker_args(w)
     la = sub.add_parser("launch", help="run N workers on 127.0.0.1")
     la.add_argument("--num-processes", type=int, default=2, help="workers to start")
@@ -244,10 +286,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "worker":
         return worker(args)
-    passthrough = ["--checkpoint", args.checkpoint, "--meta", args.meta, "--mesh", args.mesh,
-                   "--axis-types", args.axis_types,
-                   "--out", args.out, "--compute-dtype", args.compute_dtype,
-                   "--init-timeout", str(args.init_timeout)]
+    passthrough = [
+        "--checkpoint",
+        args.checkpoint,
+        "--meta",
+        args.meta,
+        "--mesh",
+        args.mesh,
+        "--axis-types",
+        args.axis_types,
+        "--out",
+        args.out,
+        "--compute-dtype",
+        args.compute_dtype,
+        "--init-timeout",
+        str(args.init_timeout),
+    ]
     for r in launch_local(passthrough, args.num_processes, args.local_devices, args.timeout):
         print(r.stdout.strip().splitlines()[-1] if r.stdout.strip() else "")
     return 0

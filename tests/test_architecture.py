@@ -11,8 +11,20 @@ from pathlib import Path
 from conftest import ROOT
 
 PACKAGE = ROOT / "grok_flax"
-CORE = {"config", "rope", "norm", "quant", "attention", "kv_memory", "router", "moe", "layer",
-        "model", "axes", "inputs"}
+CORE = {
+    "config",
+    "rope",
+    "norm",
+    "quant",
+    "attention",
+    "kv_memory",
+    "router",
+    "moe",
+    "layer",
+    "model",
+    "axes",
+    "inputs",
+}
 ROLES = {"checkpoint", "running", "scale", "demo", "viz"}  # viz: the figures (one file)
 TOP = {"__init__", "__main__"}  # the facade and the command line: they may import anything
 
@@ -118,8 +130,11 @@ def test_the_import_check_catches_a_role_folder_in_the_core():
     """The check is not vacuous: a core layer importing scale/, a cycle between running/ and
     scale/, and a core module importing the facade are each reported."""
     layer = (PACKAGE / "layer.py").read_text()
-    injected = layer.replace("from grok_flax.norm import", "from grok_flax.scale import "
-                             "sharding\nfrom grok_flax.norm import", 1)
+    injected = layer.replace(
+        "from grok_flax.norm import",
+        "from grok_flax.scale import sharding\nfrom grok_flax.norm import",
+        1,
+    )
     problems = layering_problems(import_graph({"grok_flax.layer": injected}))
     assert any("core module grok_flax.layer imports grok_flax.scale" in p for p in problems)
     mesh = (PACKAGE / "scale" / "mesh.py").read_text() + "\nfrom grok_flax.running import plan\n"
@@ -134,8 +149,11 @@ def test_architecture_doc_maps_every_module_to_what_exists():
     """docs/architecture.md names every module of the package, and every notebook or doc it
     links to exists; the model's components sit at the top, the rest in role folders."""
     doc = (ROOT / "docs" / "architecture.md").read_text()
-    modules = sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
-                     if p.name != "__init__.py" or p.parent.name == "demo")
+    modules = sorted(
+        str(p.relative_to(PACKAGE))
+        for p in PACKAGE.rglob("*.py")
+        if p.name != "__init__.py" or p.parent.name == "demo"
+    )
     missing = [m for m in modules if f"`{m}`" not in doc]
     assert not missing, f"docs/architecture.md does not map {missing}"
     for link in re.findall(r"\]\(([^)#]+)\)", doc):
@@ -143,7 +161,8 @@ def test_architecture_doc_maps_every_module_to_what_exists():
     top = {p.stem for p in PACKAGE.glob("*.py")}
     assert top == CORE | TOP | {"viz"}, top
     assert {p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__"} == (
-        ROLES - {"viz"})
+        ROLES - {"viz"}
+    )
 
 
 def test_the_architecture_diagram_has_no_arrow_running_back_up():

@@ -62,16 +62,23 @@ def test_padding_keys_are_ignored():
 def test_causality():
     q, k, v, pos, kpos, valid = _inputs(B=1, T=8)
     out = attend_naive(q, k, v, pos, kpos, valid, multiplier=0.5)
-    out2 = attend_naive(q, k.at[:, 5:].set(9.0), v.at[:, 5:].set(9.0), pos, kpos, valid,
-                        multiplier=0.5)
+    out2 = attend_naive(
+        q, k.at[:, 5:].set(9.0), v.at[:, 5:].set(9.0), pos, kpos, valid, multiplier=0.5
+    )
     np.testing.assert_allclose(out[:, :5], out2[:, :5], rtol=1e-6)
     assert not np.allclose(out[:, 5:], out2[:, 5:])
 
 
-@pytest.mark.parametrize("T, S, chunk", [(10, 10, 4), (33, 33, 8),
-                                         pytest.param(1, 40, 16, marks=pytest.mark.slow),
-                                         pytest.param(5, 64, 16, marks=pytest.mark.slow),
-                                         (64, 64, 64)])
+@pytest.mark.parametrize(
+    "T, S, chunk",
+    [
+        (10, 10, 4),
+        (33, 33, 8),
+        pytest.param(1, 40, 16, marks=pytest.mark.slow),
+        pytest.param(5, 64, 16, marks=pytest.mark.slow),
+        (64, 64, 64),
+    ],
+)
 def test_chunked_equals_naive(T, S, chunk):
     q, k, v, _, kpos, valid = _inputs(T=T, S=S, scale=3.0)
     pos = jnp.broadcast_to(jnp.arange(S - T, S), (2, T))  # queries are the last T positions

@@ -32,10 +32,16 @@ Second paragraph.
 def test_rewrite_replaces_tables_and_keeps_prose():
     assert run_all.sections(OLD) == {
         "moe": "(d = 512: what the figures mean, written by hand.)\n\nSecond paragraph.",
-        "attention": ""}
-    new = run_all.report({"moe": "## MoE\n\n| case | speed-up |\n|---|---|\n| prefill | 6.1 |",
-                          "attention": "## Attention\n\n| T |\n|---|\n| 2048 |"},
-                         ["moe: load average 0.20", "attention: load average 0.30"], OLD)
+        "attention": "",
+    }
+    new = run_all.report(
+        {
+            "moe": "## MoE\n\n| case | speed-up |\n|---|---|\n| prefill | 6.1 |",
+            "attention": "## Attention\n\n| T |\n|---|\n| 2048 |",
+        },
+        ["moe: load average 0.20", "attention: load average 0.30"],
+        OLD,
+    )
     assert "| prefill | 6.1 |" in new and "| prefill | 2.0 |" not in new
     assert "written by hand.)\n\nSecond paragraph.\n" in new
     assert "Old header" not in new and "- moe: load average 0.20" in new
@@ -47,8 +53,11 @@ def test_busy_machine_does_not_write_the_docs(monkeypatch, tmp_path, capsys):
     doc.write_text(OLD)
     monkeypatch.setattr(run_all, "DOC", doc)
     monkeypatch.setattr(run_all, "load_average", lambda: 1.7)
-    monkeypatch.setattr(run_all, "run", lambda names: (
-        {n: f"## {n}\n\n| x |\n|---|\n| 1 |" for n in names}, [f"{names[0]}: BUSY"]))
+    monkeypatch.setattr(
+        run_all,
+        "run",
+        lambda names: ({n: f"## {n}\n\n| x |\n|---|\n| 1 |" for n in names}, [f"{names[0]}: BUSY"]),
+    )
     assert run_all.main([]) == 1
     assert doc.read_text() == OLD
     assert "--allow-busy" in capsys.readouterr().err

@@ -47,8 +47,9 @@ TOUR_NB = "01_tour.ipynb"
 # JupyterLab's default settings overridden, as the Makefile writes them for ``make lab``:
 # fetchNews "false" (a string: "none" = ask, the default) stops the "Would you like to get
 # notified about official Jupyter news?" pop-up; update checks only run when news are fetched
-LAB_OVERRIDES = {"@jupyterlab/apputils-extension:notification": {"fetchNews": "false",
-                                                                 "checkForUpdates": False}}
+LAB_OVERRIDES = {
+    "@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False}
+}
 
 
 def _chromium() -> str | None:
@@ -71,16 +72,22 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def browser():
     sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
+        "playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')"
+    )
     chromium = _chromium()
     if chromium is None and os.environ.get("CI") == "true":
         pytest.fail("CI must run the browser test: .ci/run installs Debian's chromium first")
     if chromium is None:
-        pytest.skip("no Chromium binary: install Debian's chromium (apt-get install chromium) "
-                    "or set GROK_FLAX_CHROMIUM to one")
+        pytest.skip(
+            "no Chromium binary: install Debian's chromium (apt-get install chromium) "
+            "or set GROK_FLAX_CHROMIUM to one"
+        )
     with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium, headless=True,
-                              args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        b = p.chromium.launch(
+            executable_path=chromium,
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+        )
         try:
             yield b
         finally:
@@ -105,25 +112,41 @@ def lab(tmp_path_factory):
     app_settings.mkdir()
     (app_settings / "overrides.json").write_text(json.dumps(LAB_OVERRIDES))
     port, token = _free_port(), secrets.token_hex(16)
-    env = dict(os.environ,
-               JUPYTER_CONFIG_DIR=str(tmp / "config"), JUPYTER_DATA_DIR=str(tmp / "data"),
-               JUPYTER_RUNTIME_DIR=str(tmp / "runtime"),
-               JUPYTERLAB_SETTINGS_DIR=str(tmp / "settings"),
-               JUPYTERLAB_WORKSPACES_DIR=str(tmp / "workspaces"))
+    env = dict(
+        os.environ,
+        JUPYTER_CONFIG_DIR=str(tmp / "config"),
+        JUPYTER_DATA_DIR=str(tmp / "data"),
+        JUPYTER_RUNTIME_DIR=str(tmp / "runtime"),
+        JUPYTERLAB_SETTINGS_DIR=str(tmp / "settings"),
+        JUPYTERLAB_WORKSPACES_DIR=str(tmp / "workspaces"),
+    )
     # sign the copies as `make lab` signs notebooks/: into this server's own data dir
-    subprocess.run([str(jupyter_lab.parent / "jupyter-trust"),
-                    *sorted(str(p) for p in work.glob("*.ipynb"))],
-                   env=env, check=True, capture_output=True)
+    subprocess.run(
+        [str(jupyter_lab.parent / "jupyter-trust"), *sorted(str(p) for p in work.glob("*.ipynb"))],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     # the kernel is the venv's own: python3 in this interpreter's prefix
     log = open(tmp / "lab.log", "w")  # noqa: SIM115 - closed below
     server = subprocess.Popen(
-        [str(jupyter_lab), "--no-browser", f"--port={port}", "--ip=127.0.0.1",
-         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={work}",
-         "--LabApp.check_for_updates_class="
-         "jupyterlab.handlers.announcements.NeverCheckForUpdate",
-         f"--LabApp.app_settings_dir={app_settings}",
-         *(["--allow-root"] if os.geteuid() == 0 else [])],  # CI containers run as root
-        cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
+        [
+            str(jupyter_lab),
+            "--no-browser",
+            f"--port={port}",
+            "--ip=127.0.0.1",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={work}",
+            "--LabApp.check_for_updates_class="
+            "jupyterlab.handlers.announcements.NeverCheckForUpdate",
+            f"--LabApp.app_settings_dir={app_settings}",
+            *(["--allow-root"] if os.geteuid() == 0 else []),
+        ],  # CI containers run as root
+        cwd=work,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -134,8 +157,9 @@ def lab(tmp_path_factory):
             except OSError:
                 if server.poll() is not None or time.monotonic() > deadline:
                     log.flush()
-                    raise RuntimeError("JupyterLab did not start:\n"
-                                       + (tmp / "lab.log").read_text()[-3000:]) from None
+                    raise RuntimeError(
+                        "JupyterLab did not start:\n" + (tmp / "lab.log").read_text()[-3000:]
+                    ) from None
                 time.sleep(0.5)
         yield base, token
     finally:
@@ -153,15 +177,19 @@ def _open(browser, lab, name, height: int = 1000):
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     # a workspace of its own, so the page shows this notebook alone
-    page.goto(f"{base}/lab/workspaces/{Path(name).stem}/tree/{name}?reset&token={token}",
-              wait_until="domcontentloaded")
+    page.goto(
+        f"{base}/lab/workspaces/{Path(name).stem}/tree/{name}?reset&token={token}",
+        wait_until="domcontentloaded",
+    )
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
     return page, errors
 
 
 def _no_error_outputs(page) -> None:
-    bad = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']"
-                       ", .jp-RenderedText[data-mime-type='application/vnd.jupyter.error']")
+    bad = page.locator(
+        ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']"
+        ", .jp-RenderedText[data-mime-type='application/vnd.jupyter.error']"
+    )
     texts = [t for t in bad.all_inner_texts() if "Error" in t or "Traceback" in t]
     assert not texts, "error output in the notebook:\n" + "\n---\n".join(texts)[:3000]
 
@@ -171,7 +199,9 @@ def _trusted(page) -> None:
     runs: a cell's own new outputs are always trusted)."""
     page.wait_for_function(
         "() => [...document.querySelectorAll('.jp-StatusItem-trust')]"
-        ".some(e => e.title.startsWith('Notebook'))", timeout=60_000)
+        ".some(e => e.title.startsWith('Notebook'))",
+        timeout=60_000,
+    )
     titles = page.eval_on_selector_all(".jp-StatusItem-trust", "els => els.map(e => e.title)")
     assert any(t.startswith("Notebook trusted") for t in titles), titles
 
@@ -180,8 +210,7 @@ def _no_news_question(page, lab) -> None:
     """The news question is off in the settings the server gives the page, and not shown."""
     base, token = lab
     plugin = "@jupyterlab/apputils-extension:notification"
-    with urllib.request.urlopen(f"{base}/lab/api/settings/{plugin}?token={token}",
-                                timeout=30) as r:
+    with urllib.request.urlopen(f"{base}/lab/api/settings/{plugin}?token={token}", timeout=30) as r:
         schema = json.load(r)["schema"]
     assert schema["properties"]["fetchNews"]["default"] == "false", schema["properties"]
     shown = page.locator(".Toastify__toast", has_text="Jupyter news").all_inner_texts()
@@ -190,8 +219,11 @@ def _no_news_question(page, lab) -> None:
 
 def _committed_images(path: Path) -> int:
     nb = json.loads(path.read_text())
-    return sum("image/png" in out.get("data", {}) for cell in nb["cells"]
-               for out in cell.get("outputs", []))
+    return sum(
+        "image/png" in out.get("data", {})
+        for cell in nb["cells"]
+        for out in cell.get("outputs", [])
+    )
 
 
 def test_notebook_01_figures_render(browser, lab):
@@ -203,7 +235,8 @@ def test_notebook_01_figures_render(browser, lab):
         for _ in range(60):
             sizes = page.eval_on_selector_all(
                 ".jp-OutputArea-output img",
-                "els => els.map(e => [e.complete, e.naturalWidth, e.naturalHeight])")
+                "els => els.map(e => [e.complete, e.naturalWidth, e.naturalHeight])",
+            )
             if sizes and all(c for c, _, _ in sizes):
                 break
             page.wait_for_timeout(500)
@@ -221,7 +254,9 @@ def _wait_idle(page, timeout: int = 240_000) -> None:
     """Until the notebook's kernel is started and idle (the status bar says so)."""
     page.wait_for_function(
         "() => [...document.querySelectorAll('.jp-StatusBar-TextItem')]"
-        ".some(e => /\\|\\s*Idle/.test(e.innerText))", timeout=timeout)
+        ".some(e => /\\|\\s*Idle/.test(e.innerText))",
+        timeout=timeout,
+    )
 
 
 def _run_cell(page, cell, timeout: int = 240_000) -> None:
@@ -232,8 +267,9 @@ def _run_cell(page, cell, timeout: int = 240_000) -> None:
     page.keyboard.press("Escape")
     page.keyboard.press("Shift+Enter")
     prompt = cell.locator(".jp-InputPrompt")
-    page.wait_for_function("el => /\\[\\d+\\]/.test(el.innerText)", arg=prompt.element_handle(),
-                           timeout=timeout)
+    page.wait_for_function(
+        "el => /\\[\\d+\\]/.test(el.innerText)", arg=prompt.element_handle(), timeout=timeout
+    )
 
 
 _EXPLORER_IMAGES = "[...document.querySelectorAll('.grok-explorer img')]"
@@ -246,17 +282,21 @@ def _sources(page) -> list[str]:
 def _wait_redrawn(page, before: list[str]) -> None:
     """Until at least one of the explorer's images differs from ``before``."""
     page.wait_for_function(
-        f"before => {_EXPLORER_IMAGES}.some((e, i) => (e.getAttribute('src') || '') "
-        "!== before[i])", arg=before, timeout=120_000)
+        f"before => {_EXPLORER_IMAGES}.some((e, i) => (e.getAttribute('src') || '') !== before[i])",
+        arg=before,
+        timeout=120_000,
+    )
 
 
 def _natural_aspect(page) -> None:
     """Each explorer figure is shown at its PNG's aspect ratio (not stretched to its
     neighbour's height) and with fewer CSS pixels than the PNG has (sharp when zoomed or on a
     HiDPI screen)."""
-    sizes = page.evaluate(f"() => {_EXPLORER_IMAGES}.map(e => [e.naturalWidth, "
-                          "e.naturalHeight, e.getBoundingClientRect().width, "
-                          "e.getBoundingClientRect().height])")
+    sizes = page.evaluate(
+        f"() => {_EXPLORER_IMAGES}.map(e => [e.naturalWidth, "
+        "e.naturalHeight, e.getBoundingClientRect().width, "
+        "e.getBoundingClientRect().height])"
+    )
     assert len(sizes) == 3, sizes
     for nw, nh, w, h in sizes:
         assert w > 100 and abs((w / h) / (nw / nh) - 1) < 0.02, sizes
@@ -281,7 +321,8 @@ def test_routing_explorer_runs_and_redraws(browser, lab, tmp_path):
         page.wait_for_selector(".grok-explorer", timeout=60_000)
         page.wait_for_function(
             f"() => {_EXPLORER_IMAGES}.filter(e => e.naturalWidth > 100).length >= 3",
-            timeout=240_000)
+            timeout=240_000,
+        )
         _natural_aspect(page)
         before = _sources(page)
         status_before = page.locator(".grok-explorer-status").inner_text()
@@ -290,17 +331,22 @@ def test_routing_explorer_runs_and_redraws(browser, lab, tmp_path):
         page.locator(".grok-explorer-token select").select_option(index=1)
         _wait_redrawn(page, before)
         after_token = _sources(page)
-        handle = page.locator(".grok-explorer-layer .noUi-handle, .grok-explorer-layer "
-                              "[role='slider']").first
+        handle = page.locator(
+            ".grok-explorer-layer .noUi-handle, .grok-explorer-layer [role='slider']"
+        ).first
         handle.focus()
         page.keyboard.press("ArrowRight")
         page.wait_for_function(
             "s => document.querySelector('.grok-explorer-status').innerText.includes(s)",
-            arg="layer 1", timeout=120_000)
+            arg="layer 1",
+            timeout=120_000,
+        )
         _wait_redrawn(page, after_token)
         status_after = page.locator(".grok-explorer-status").inner_text()
-        assert "layer 0" in status_before and "layer 1" in status_after, (status_before,
-                                                                          status_after)
+        assert "layer 0" in status_before and "layer 1" in status_after, (
+            status_before,
+            status_after,
+        )
         assert status_after != status_before
         page.locator(".grok-explorer").screenshot(path=str(_shots() / "routing_explorer.png"))
         _no_error_outputs(page)

@@ -23,21 +23,30 @@ def one_error_line(err: str) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--top-p", "2"], "error: --top-p must be in (0, 1], got 2.0"),
-    (["--top-p", "0"], "error: --top-p must be in (0, 1], got 0.0"),
-    (["--temperature", "-1"], "error: --temperature must be >= 0 (0 = greedy), got -1.0"),
-    (["--top-k", "-3"], "error: --top-k must be >= 0 (0 = off), got -3"),
-    (["--seed", "-1"], "error: --seed must be in [0, 2**32), got -1"),
-    (["--seed", str(2**40)], f"error: --seed must be in [0, 2**32), got {2**40}"),
-    (["--max-new-tokens", "0"], "error: --max-new-tokens must be >= 1, got 0"),
-    (["--mesh", "data=x"], "error: bad mesh spec 'data=x': expected e.g. 'data=1,model=8' or "
-                           "'1x8'"),
-    (["--config", "grok-1"], "error: --config needs --checkpoint (without both, the bundled "
-                             "demo model is used)"),
-    (["--checkpoint", "/nonexistent"], "error: --checkpoint needs --tokenizer (the release's "
-                                       "tokenizer.model)"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--top-p", "2"], "error: --top-p must be in (0, 1], got 2.0"),
+        (["--top-p", "0"], "error: --top-p must be in (0, 1], got 0.0"),
+        (["--temperature", "-1"], "error: --temperature must be >= 0 (0 = greedy), got -1.0"),
+        (["--top-k", "-3"], "error: --top-k must be >= 0 (0 = off), got -3"),
+        (["--seed", "-1"], "error: --seed must be in [0, 2**32), got -1"),
+        (["--seed", str(2**40)], f"error: --seed must be in [0, 2**32), got {2**40}"),
+        (["--max-new-tokens", "0"], "error: --max-new-tokens must be >= 1, got 0"),
+        (
+            ["--mesh", "data=x"],
+            "error: bad mesh spec 'data=x': expected e.g. 'data=1,model=8' or '1x8'",
+        ),
+        (
+            ["--config", "grok-1"],
+            "error: --config needs --checkpoint (without both, the bundled demo model is used)",
+        ),
+        (
+            ["--checkpoint", "/nonexistent"],
+            "error: --checkpoint needs --tokenizer (the release's tokenizer.model)",
+        ),
+    ],
+)
 def test_bad_generate_arguments_exit_2_before_loading(capsys, monkeypatch, argv, message):
     import grok_flax.checkpoint
 
@@ -51,8 +60,18 @@ def test_bad_generate_arguments_exit_2_before_loading(capsys, monkeypatch, argv,
 
 
 def test_config_that_is_a_folder_without_config_json(capsys, tmp_path, tokenizer_path):
-    code, _, err = run(capsys, "generate", "--prompt", "x", "--checkpoint", str(tmp_path),
-                       "--tokenizer", str(tokenizer_path), "--config", str(tmp_path))
+    code, _, err = run(
+        capsys,
+        "generate",
+        "--prompt",
+        "x",
+        "--checkpoint",
+        str(tmp_path),
+        "--tokenizer",
+        str(tokenizer_path),
+        "--config",
+        str(tmp_path),
+    )
     assert code == 2
     assert one_error_line(err) == f"error: {tmp_path} is a folder without a config.json"
 
@@ -60,8 +79,9 @@ def test_config_that_is_a_folder_without_config_json(capsys, tmp_path, tokenizer
 def test_corrupt_tokenizer_is_one_line(capsys, tmp_path):
     bad = tmp_path / "tokenizer.model"
     bad.write_bytes(b"not a sentencepiece model")
-    code, _, err = run(capsys, "generate", "--prompt", "x", "--checkpoint", str(tmp_path),
-                       "--tokenizer", str(bad))
+    code, _, err = run(
+        capsys, "generate", "--prompt", "x", "--checkpoint", str(tmp_path), "--tokenizer", str(bad)
+    )
     assert code == 2
     assert one_error_line(err).startswith(f"error: {bad} is not a SentencePiece model")
 
@@ -69,16 +89,33 @@ def test_corrupt_tokenizer_is_one_line(capsys, tmp_path):
 def test_string_booleans_in_a_config_are_refused(capsys, tmp_path, tokenizer_path):
     cfg = tmp_path / "config.json"
     cfg.write_text(json.dumps({"quantized": "false"}))
-    code, _, err = run(capsys, "generate", "--prompt", "x", "--checkpoint", str(tmp_path),
-                       "--tokenizer", str(tokenizer_path))
+    code, _, err = run(
+        capsys,
+        "generate",
+        "--prompt",
+        "x",
+        "--checkpoint",
+        str(tmp_path),
+        "--tokenizer",
+        str(tokenizer_path),
+    )
     assert code == 2
-    assert one_error_line(err) == ("error: invalid GrokConfig: quantized must be true or false, "
-                                   "got 'false'")
+    assert one_error_line(err) == (
+        "error: invalid GrokConfig: quantized must be true or false, got 'false'"
+    )
 
 
 def test_too_long_prompt_names_the_flag(capsys):
-    code, _, err = run(capsys, "generate", "--prompt", "def f(x):\n" * 200, "--max-len", "64",
-                       "--max-new-tokens", "8")
+    code, _, err = run(
+        capsys,
+        "generate",
+        "--prompt",
+        "def f(x):\n" * 200,
+        "--max-len",
+        "64",
+        "--max-new-tokens",
+        "8",
+    )
     assert code == 2
     line = one_error_line(err)
     assert "--truncate-left" in line and "truncate='left'" not in line
@@ -88,14 +125,26 @@ def test_too_long_prompt_names_the_flag(capsys):
 def test_generate_reads_the_checkpoint_folders_config(capsys):
     from grok_flax import demo
 
-    code, out, err = run(capsys, "generate", "--checkpoint", str(demo.demo_dir()),
-                         "--tokenizer", str(demo.demo_dir() / "tokenizer.model"),
-                         "--prompt", "import os\n", "--max-new-tokens", "4")
+    code, out, err = run(
+        capsys,
+        "generate",
+        "--checkpoint",
+        str(demo.demo_dir()),
+        "--tokenizer",
+        str(demo.demo_dir() / "tokenizer.model"),
+        "--prompt",
+        "import os\n",
+        "--max-new-tokens",
+        "4",
+    )
     assert code == 0, err
     assert "problem" not in err
     # one speed report, the one Generator gives: steady tok/s, compilation apart
-    assert re.search(r"prefill \d+ tok/s, decode (\d+ tok/s|n/a) \(steady\), compilation "
-                     r"\d+\.\d s\]", err), err
+    assert re.search(
+        r"prefill \d+ tok/s, decode (\d+ tok/s|n/a) \(steady\), compilation "
+        r"\d+\.\d s\]",
+        err,
+    ), err
 
 
 def test_help_lists_every_command_and_documents_every_option():
@@ -116,8 +165,13 @@ def test_help_is_plain_text_and_shows_defaults():
     assert "``" not in top and "Every user error exits with status 2" in top
     sub = next(a for a in parser._actions if a.dest == "command")
     plan_help = sub.choices["plan"].format_help()
-    for default in ("(default: grok-1)", "(default: data=1,model=8)", "(default: 8192)",
-                    "(default: 512)", "(default: cpu)"):
+    for default in (
+        "(default: grok-1)",
+        "(default: data=1,model=8)",
+        "(default: 8192)",
+        "(default: 512)",
+        "(default: cpu)",
+    ):
         assert default in plan_help, default
     gen_help = sub.choices["generate"].format_help()
     assert "(default: 64)" in gen_help and "(default: None)" not in gen_help
@@ -130,8 +184,9 @@ def test_convert_names_a_missing_source_and_refuses_an_unknown_destination(capsy
     code, _, err = run(capsys, "convert", str(tmp_path / "nonexistent"), str(tmp_path / "x.st"))
     assert code == 2  # the destination is checked first: nothing is read
     assert "unknown destination format '.st'" in one_error_line(err)
-    code, _, err = run(capsys, "convert", str(tmp_path / "nonexistent"),
-                       str(tmp_path / "x.safetensors"))
+    code, _, err = run(
+        capsys, "convert", str(tmp_path / "nonexistent"), str(tmp_path / "x.safetensors")
+    )
     assert code == 2
     assert one_error_line(err) == f"error: no such file or folder: {tmp_path / 'nonexistent'}"
     code, _, err = run(capsys, "convert", str(demo.demo_dir()), str(tmp_path / "out.txt"))
@@ -177,7 +232,17 @@ def test_generator_takes_numpy_and_jax_token_ids():
 
 @pytest.mark.skipif(not TOKENIZER.is_file(), reason="no release tokenizer")
 def test_unknown_preset_is_one_line(capsys, tokenizer_path, tmp_path):
-    code, _, err = run(capsys, "generate", "--prompt", "x", "--checkpoint", str(tmp_path),
-                       "--tokenizer", str(tokenizer_path), "--config", "grok-2")
+    code, _, err = run(
+        capsys,
+        "generate",
+        "--prompt",
+        "x",
+        "--checkpoint",
+        str(tmp_path),
+        "--tokenizer",
+        str(tokenizer_path),
+        "--config",
+        "grok-2",
+    )
     assert code == 2
     assert "grok-2" in one_error_line(err)

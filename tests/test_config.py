@@ -22,16 +22,19 @@ def test_ffn_size_rule_rounds_up_to_8():
     assert ffn_size(6144, 8) == 32768
 
 
-@pytest.mark.parametrize("bad, words", [
-    (dict(num_q_heads=6, num_kv_heads=4), "multiple of num_kv_heads"),
-    (dict(key_size=7), "even"),
-    (dict(num_selected_experts=5, num_experts=4), "cannot exceed"),
-    (dict(emb_size=0), "positive"),
-    (dict(compute_dtype="int8"), "compute_dtype"),
-    (dict(moe_impl="magic"), "moe_impl"),
-    (dict(pad_token=999), "pad_token"),
-    (dict(attn_out_scale_blocks=3), "attn_out_scale_blocks"),
-])
+@pytest.mark.parametrize(
+    "bad, words",
+    [
+        (dict(num_q_heads=6, num_kv_heads=4), "multiple of num_kv_heads"),
+        (dict(key_size=7), "even"),
+        (dict(num_selected_experts=5, num_experts=4), "cannot exceed"),
+        (dict(emb_size=0), "positive"),
+        (dict(compute_dtype="int8"), "compute_dtype"),
+        (dict(moe_impl="magic"), "moe_impl"),
+        (dict(pad_token=999), "pad_token"),
+        (dict(attn_out_scale_blocks=3), "attn_out_scale_blocks"),
+    ],
+)
 def test_invalid_combinations_raise(bad, words):
     with pytest.raises(ValueError, match=words):
         GrokConfig.tiny(**bad)

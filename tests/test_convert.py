@@ -48,8 +48,9 @@ def test_converted_model_loads_onto_a_mesh(tmp_path, kind):
     mesh = jax.make_mesh((2, 4), ("data", "model")) if kind == "explicit" else make_mesh(2, 4)
     sharded = load_safetensors(tmp_path / "m.safetensors", mesh=mesh)
     toks = np.arange(1, 13, dtype=np.int32).reshape(2, 6)
-    np.testing.assert_allclose(np.asarray(sharded(toks)), np.asarray(model(toks)),
-                               rtol=2e-5, atol=2e-5)
+    np.testing.assert_allclose(
+        np.asarray(sharded(toks)), np.asarray(model(toks)), rtol=2e-5, atol=2e-5
+    )
 
 
 def test_safetensors_problems_are_listed(tmp_path):

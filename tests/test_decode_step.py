@@ -19,6 +19,7 @@ from grok_flax.scale.sharding import create_sharded, shard_module
 B, S = 2, 64
 CFG = gf.GrokConfig.tiny(num_kv_heads=8, num_q_heads=16, compute_dtype="float32")
 
+
 def compiled_decode(mesh=None, batch=B):
     model = gf.Grok(CFG, rngs=nnx.Rngs(0))
     if mesh is None:
@@ -29,8 +30,18 @@ def compiled_decode(mesh=None, batch=B):
     graph, params = nnx.split(model)
     mem_graph, mem_state = nnx.split(memory)
     keys = jax.vmap(jax.random.key)(jnp.arange(batch, dtype=jnp.uint32))
-    args = (graph, params, mem_graph, mem_state, jnp.zeros(batch, jnp.int32), keys, 1,
-            jnp.zeros(batch), jnp.ones(batch), jnp.zeros(batch, jnp.int32))
+    args = (
+        graph,
+        params,
+        mem_graph,
+        mem_state,
+        jnp.zeros(batch, jnp.int32),
+        keys,
+        1,
+        jnp.zeros(batch),
+        jnp.ones(batch),
+        jnp.zeros(batch, jnp.int32),
+    )
     return decode_step.lower(*args).compile().as_text(), memory
 
 
@@ -52,7 +63,8 @@ def test_decode_step_writes_only_the_new_tokens_kv(mesh_shape):
     for op, update in writes:
         assert _size(update) <= new_tokens, (
             f"{op} writes {update} ({_size(update)} values) into the KV memory; the new "
-            f"token's K/V are {new_tokens} values")
+            f"token's K/V are {new_tokens} values"
+        )
     assert not others, f"the KV memory is produced by other ops (copies?): {others}"
     assert "input_output_alias" in text  # the memory is donated and updated in place
 
@@ -65,10 +77,16 @@ def test_decode_step_has_no_chunk_loop():
 def test_decode_collectives_on_1x8_are_tensor_parallelism_only():
     text, _ = compiled_decode(make_mesh(1, 8))
     found = hlo_collectives(text)
-    kinds = sorted((op, re.sub(r".*/(attention_block|moe_block|embed|unembed)/.*", r"\1", n))
-                   for op, n in found)
-    assert kinds == [("all-gather", "embed"), ("all-reduce", "attention_block"),
-                     ("all-reduce", "moe_block"), ("all-reduce", "unembed")], found
+    kinds = sorted(
+        (op, re.sub(r".*/(attention_block|moe_block|embed|unembed)/.*", r"\1", n))
+        for op, n in found
+    )
+    assert kinds == [
+        ("all-gather", "embed"),
+        ("all-reduce", "attention_block"),
+        ("all-reduce", "moe_block"),
+        ("all-reduce", "unembed"),
+    ], found
     per_layer = [n for op, n in found if "/while/body/" in n]
     assert len(per_layer) == 2, found  # inside the scan over layers: once per layer
 
@@ -80,16 +98,28 @@ def _compiled_prefill(mesh, batch=B, chunk=16):
     shard_module(model, mesh)
     memory = create_sharded(lambda: gf.KVMemory(CFG, batch, S), mesh)
     (graph, params), (mem_graph, mem_state) = nnx.split(model), nnx.split(memory)
-    args = (graph, params, mem_graph, mem_state, jnp.ones((batch, chunk), jnp.int32),
-            jnp.full((batch,), chunk, jnp.int32), jnp.zeros((batch, CFG.vocab_size)),
-            jnp.ones((batch,), bool), jnp.full((batch,), chunk - 1, jnp.int32))
+    args = (
+        graph,
+        params,
+        mem_graph,
+        mem_state,
+        jnp.ones((batch, chunk), jnp.int32),
+        jnp.full((batch,), chunk, jnp.int32),
+        jnp.zeros((batch, CFG.vocab_size)),
+        jnp.ones((batch,), bool),
+        jnp.full((batch,), chunk - 1, jnp.int32),
+    )
     return prefill_step.lower(*args).compile().as_text()
 
 
-@pytest.mark.parametrize("shape", [pytest.param((1, 8), id="1x8", marks=pytest.mark.slow),
-                                   pytest.param((2, 4), id="2x4")])
-@pytest.mark.parametrize("explicit", [pytest.param(False, id="auto", marks=pytest.mark.slow),
-                                      pytest.param(True, id="explicit")])
+@pytest.mark.parametrize(
+    "shape",
+    [pytest.param((1, 8), id="1x8", marks=pytest.mark.slow), pytest.param((2, 4), id="2x4")],
+)
+@pytest.mark.parametrize(
+    "explicit",
+    [pytest.param(False, id="auto", marks=pytest.mark.slow), pytest.param(True, id="explicit")],
+)
 def test_no_involuntary_rematerialization(capfd, shape, explicit):
     """XLA warns when it must replicate a tensor to reshard it; the activation shardings
     stated where layers meet leave it no such case in the forward, prefill or decode."""

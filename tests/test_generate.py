@@ -33,7 +33,7 @@ def full_forward_greedy(model, prompt, n):
     for _ in range(n):
         padded = jnp.asarray([seq + [0] * (width - len(seq))])
         seq.append(int(jnp.argmax(forward(model, padded)[0, len(seq) - 1])))
-    return seq[len(prompt):]
+    return seq[len(prompt) :]
 
 
 @pytest.mark.slow  # the fast tier: test_model's token-by-token decode
@@ -84,18 +84,21 @@ def test_no_recompilation_per_token_or_prompt_length(model):
     assert decode_step._cache_size() == before
 
 
-@pytest.mark.parametrize("kw, words", [
-    (dict(prompts=[[]]), "empty"),
-    (dict(prompts=[[5, 256]]), "outside"),
-    (dict(prompts=[[5, -1]]), "outside"),
-    (dict(temperature=-0.1), "temperature"),
-    (dict(top_p=0.0), "top_p"),
-    (dict(top_p=1.5), "top_p"),
-    (dict(top_k=-1), "top_k"),
-    (dict(max_new_tokens=0), "max_new_tokens"),
-    (dict(prompts=[list(range(1, 46))]), "truncate='left'"),
-    (dict(prompts="text"), "tokenizer"),
-])
+@pytest.mark.parametrize(
+    "kw, words",
+    [
+        (dict(prompts=[[]]), "empty"),
+        (dict(prompts=[[5, 256]]), "outside"),
+        (dict(prompts=[[5, -1]]), "outside"),
+        (dict(temperature=-0.1), "temperature"),
+        (dict(top_p=0.0), "top_p"),
+        (dict(top_p=1.5), "top_p"),
+        (dict(top_k=-1), "top_k"),
+        (dict(max_new_tokens=0), "max_new_tokens"),
+        (dict(prompts=[list(range(1, 46))]), "truncate='left'"),
+        (dict(prompts="text"), "tokenizer"),
+    ],
+)
 def test_bad_arguments_are_clear_errors(model, kw, words):
     args = dict(prompts=[[1, 2]], max_new_tokens=4)
     args.update(kw)
@@ -106,14 +109,15 @@ def test_bad_arguments_are_clear_errors(model, kw, words):
 def test_left_truncation_only_when_asked(model):
     long = list(range(1, 46))
     r = Generator(model).generate([long], max_new_tokens=4, truncate="left")
-    assert r.prompt_tokens[0] == long[-(48 - 4):]
+    assert r.prompt_tokens[0] == long[-(48 - 4) :]
 
 
 def test_reference_greedy_continues_as_full_forward_argmax():
     case = TINY
     meta = json.loads((case / "meta.json").read_text())
-    model = load_checkpoint(case / "checkpoints", GrokConfig.from_reference_meta(meta),
-                            progress=False)
+    model = load_checkpoint(
+        case / "checkpoints", GrokConfig.from_reference_meta(meta), progress=False
+    )
     prompt = meta["tokens"][0]
     r = generate(model, [prompt], max_new_tokens=12)
     assert r.tokens[0] == full_forward_greedy(model, prompt, 12)
@@ -136,8 +140,14 @@ def test_tokenizer_matches_the_release(tokenizer_path):
 
 @pytest.fixture(scope="module")
 def real_vocab_ckpt(tmp_path_factory):
-    cfg = GrokConfig.tiny(vocab_size=131072, emb_size=16, key_size=4, widening_factor=1.0,
-                          num_layers=1, compute_dtype="float32")
+    cfg = GrokConfig.tiny(
+        vocab_size=131072,
+        emb_size=16,
+        key_size=4,
+        widening_factor=1.0,
+        num_layers=1,
+        compute_dtype="float32",
+    )
     model = Grok(cfg, rngs=nnx.Rngs(0))
     path = tmp_path_factory.mktemp("rv")
     save_checkpoint(model, path)
@@ -155,10 +165,29 @@ def test_cli_streams_only_the_continuation(real_vocab_ckpt, tokenizer_path):
     want = "".join(stream_text(gen, prompt, max_new_tokens=5))
     assert want == gen.last.texts[0]
     out = subprocess.run(
-        [sys.executable, "-m", "grok_flax", "generate", "--checkpoint", str(path),
-         "--config", str(path / "config.json"), "--tokenizer", str(tokenizer_path),
-         "--prompt", prompt, "--max-new-tokens", "5", "--mesh", "data=1,model=2"],
-        capture_output=True, text=True, cwd=ROOT, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "grok_flax",
+            "generate",
+            "--checkpoint",
+            str(path),
+            "--config",
+            str(path / "config.json"),
+            "--tokenizer",
+            str(tokenizer_path),
+            "--prompt",
+            prompt,
+            "--max-new-tokens",
+            "5",
+            "--mesh",
+            "data=1,model=2",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout == want + "\n"
     assert "tok/s" in out.stderr
@@ -166,9 +195,25 @@ def test_cli_streams_only_the_continuation(real_vocab_ckpt, tokenizer_path):
 
 def test_cli_bad_config_is_a_clear_error(tmp_path, tokenizer_path):
     out = subprocess.run(
-        [sys.executable, "-m", "grok_flax", "generate", "--checkpoint", str(tmp_path),
-         "--config", '{"num_layerz": 1}', "--tokenizer", str(tokenizer_path), "--prompt", "x"],
-        capture_output=True, text=True, cwd=ROOT, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "grok_flax",
+            "generate",
+            "--checkpoint",
+            str(tmp_path),
+            "--config",
+            '{"num_layerz": 1}',
+            "--tokenizer",
+            str(tokenizer_path),
+            "--prompt",
+            "x",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert out.returncode == 2 and "num_layerz" in out.stderr
     assert out.stdout == ""
 
@@ -181,7 +226,11 @@ def test_sampling_filters_match_reference_semantics():
     assert kept.tolist() == [True, True, False, False]  # 0.5 + 0.3 reach 0.7
     assert np.asarray(top_p_filter(logits, jnp.array([1.0])) > -1e9).all()
     assert np.asarray(top_k_filter(logits, jnp.array([1])) > -1e9)[0].tolist() == [
-        True, False, False, False]
+        True,
+        False,
+        False,
+        False,
+    ]
     import jax
 
     keys = jax.vmap(jax.random.key)(jnp.arange(1))
@@ -190,9 +239,16 @@ def test_sampling_filters_match_reference_semantics():
 
 
 # every kind of mesh × three shapes; the fast tier keeps one: JAX's default (Explicit) 2×4
-MESH_CASES = [pytest.param(kind, shape, id=f"{shape[0]}x{shape[1]}-{kind}",
-                           marks=() if (kind, shape) == ("explicit", (2, 4)) else pytest.mark.slow)
-              for shape in [(2, 2), (1, 8), (2, 4)] for kind in ["grok_flax", "explicit", "auto"]]
+MESH_CASES = [
+    pytest.param(
+        kind,
+        shape,
+        id=f"{shape[0]}x{shape[1]}-{kind}",
+        marks=() if (kind, shape) == ("explicit", (2, 4)) else pytest.mark.slow,
+    )
+    for shape in [(2, 2), (1, 8), (2, 4)]
+    for kind in ["grok_flax", "explicit", "auto"]
+]
 
 
 @pytest.mark.parametrize("kind, shape", MESH_CASES)
@@ -215,8 +271,10 @@ def test_generation_on_a_mesh_equals_single_device(model, kind, shape):
         mesh = jax.make_mesh(shape, ("data", "model"), axis_types=types)
     shard_module(sharded, mesh)
     assert generate(sharded, prompts, mesh=mesh, **kw).tokens == want
-    assert generate(sharded, prompts, mesh=mesh, temperature=0.9, top_k=20, seed=4,
-                    **kw).tokens == want_sampled
+    assert (
+        generate(sharded, prompts, mesh=mesh, temperature=0.9, top_k=20, seed=4, **kw).tokens
+        == want_sampled
+    )
 
 
 @pytest.mark.parametrize("top_k", [0, 1, 5, 40])
@@ -232,8 +290,9 @@ def test_one_sort_filter_equals_the_two_filters(top_k, top_p):
     np.testing.assert_array_equal(np.asarray(top_k_top_p_filter(logits, k, p)), np.asarray(want))
 
 
-@pytest.mark.parametrize("top_k", [pytest.param(1, marks=pytest.mark.slow), 5,
-                                   pytest.param(40, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "top_k", [pytest.param(1, marks=pytest.mark.slow), 5, pytest.param(40, marks=pytest.mark.slow)]
+)
 def test_top_k_preselection_keeps_the_distribution(top_k):
     from grok_flax.running.sampling import candidates_for, top_k_top_p_filter
 
@@ -262,8 +321,11 @@ def test_all_greedy_rows_skip_the_sampling_work():
 
     logits = jax.random.normal(jax.random.key(0), (2, 1000))
     keys = jax.vmap(jax.random.key)(jnp.arange(2))
-    text = jax.jit(sample).lower(logits, keys, jnp.zeros(2), jnp.ones(2),
-                                 jnp.zeros(2, jnp.int32)).as_text()
+    text = (
+        jax.jit(sample)
+        .lower(logits, keys, jnp.zeros(2), jnp.ones(2), jnp.zeros(2, jnp.int32))
+        .as_text()
+    )
     assert "conditional" in text or "case" in text  # the draw sits behind a lax.cond
     tok = sample(logits, keys, jnp.zeros(2), jnp.ones(2), jnp.zeros(2, jnp.int32))
     np.testing.assert_array_equal(np.asarray(tok), np.asarray(logits.argmax(-1)))
@@ -282,9 +344,11 @@ def test_speed_is_steady_decode_with_compilation_apart():
     for r in (first, again):
         steps = r.decode_steps - 1
         assert r.decode_tokens_per_s == pytest.approx(
-            steps / (r.decode_seconds - r.first_step_seconds))
+            steps / (r.decode_seconds - r.first_step_seconds)
+        )
         assert r.prefill_tokens_per_s == pytest.approx(
-            4 / (r.prefill_seconds - r.prefill_compile_seconds))
+            4 / (r.prefill_seconds - r.prefill_compile_seconds)
+        )
     text = first.speed()
     assert text.startswith("prefill ") and "tok/s (steady), compilation" in text
     assert gen.last is again

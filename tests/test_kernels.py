@@ -37,7 +37,7 @@ def test_tokamax_moe_equals_the_reference(dtype, blocks):
     if dtype == "float32":
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     else:
-        np.testing.assert_allclose(got, want, rtol=2 ** -7, atol=2 ** -8 * np.abs(want).max())
+        np.testing.assert_allclose(got, want, rtol=2**-7, atol=2**-8 * np.abs(want).max())
 
 
 def test_tokamax_moe_float_weights_and_an_idle_expert():
@@ -47,8 +47,12 @@ def test_tokamax_moe_float_weights_and_an_idle_expert():
     x = jax.random.normal(jax.random.key(2), (1, 6, cfg.emb_size))
     experts = jnp.array([[[0, 2]] * 6])  # experts 1 and 3 get no rows
     gates = jnp.full((1, 6, 2), 0.5)
-    np.testing.assert_allclose(moe(x, gates, experts, impl="tokamax"),
-                               moe(x, gates, experts, impl="dense"), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        moe(x, gates, experts, impl="tokamax"),
+        moe(x, gates, experts, impl="dense"),
+        rtol=1e-6,
+        atol=1e-6,
+    )
 
 
 def _attention_case(dtype, B=2, T=12, K=2, R=3, H=8):
@@ -80,20 +84,25 @@ def test_tokamax_attention_bf16_within_bf16_rounding():
     to bf16: both stay as close to the f32 result as bf16 allows."""
     args = _attention_case(jnp.bfloat16)
     kw = dict(multiplier=0.5, cap=30.0)
-    truth = attend_naive(*[a.astype(jnp.float32) if a.dtype == jnp.bfloat16 else a
-                           for a in args], **kw)
+    truth = attend_naive(
+        *[a.astype(jnp.float32) if a.dtype == jnp.bfloat16 else a for a in args], **kw
+    )
     valid = np.asarray(args[5])[:, :, None, None, None]
-    err = {name: float(np.abs(np.where(valid, np.asarray(f(*args, **kw), np.float32)
-                                       - np.asarray(truth), 0)).max())
-           for name, f in (("naive", attend_naive), ("tokamax", attend_tokamax))}
+    err = {
+        name: float(
+            np.abs(
+                np.where(valid, np.asarray(f(*args, **kw), np.float32) - np.asarray(truth), 0)
+            ).max()
+        )
+        for name, f in (("naive", attend_naive), ("tokamax", attend_tokamax))
+    }
     assert err["tokamax"] <= 2 * err["naive"] + 0.02, err
 
 
 def test_model_runs_on_tokamax_paths():
     """A whole model with both tokamax paths == the default paths (fp32, prefill + decode)."""
     base = GrokConfig.tiny(compute_dtype="float32")
-    fast = GrokConfig.tiny(compute_dtype="float32", moe_impl="tokamax",
-                           attention_impl="tokamax")
+    fast = GrokConfig.tiny(compute_dtype="float32", moe_impl="tokamax", attention_impl="tokamax")
     model = Grok(base, rngs=nnx.Rngs(0))
     other = Grok(fast, rngs=nnx.Rngs(0))
     tokens = jnp.array([[5, 17, 42, 9, 3, 77], [8, 1, 0, 0, 0, 0]])

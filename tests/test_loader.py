@@ -37,8 +37,12 @@ def _leaves(model):
 def test_release_order_is_lexicographic_over_layers():
     names = [n for n, _, _ in release_names(12)]
     layers = [n.split("/")[1] for n in names if n.startswith("transformer/")][::12]
-    assert layers[:4] == ["decoder_layer_0", "decoder_layer_1", "decoder_layer_10",
-                          "decoder_layer_11"]
+    assert layers[:4] == [
+        "decoder_layer_0",
+        "decoder_layer_1",
+        "decoder_layer_10",
+        "decoder_layer_11",
+    ]
     assert names[0] == "language_model/in_out_embed/embeddings"
     assert len(names) == 12 * 12 + 2
 
@@ -61,8 +65,9 @@ def test_load_accepts_ckpt0_folder_and_mesh(saved):
     assert w.sharding.mesh.shape == {"data": 2, "model": 4}
     assert len(w.addressable_shards) == 8
     toks = jnp.array([[5, 6, 7, 8]])
-    np.testing.assert_allclose(nnx.jit(lambda m, t: m(t))(loaded, toks), model(toks),
-                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        nnx.jit(lambda m, t: m(t))(loaded, toks), model(toks), rtol=1e-4, atol=1e-4
+    )
 
 
 def test_arrays_adopt_the_host_buffers_on_cpu(saved):
@@ -121,9 +126,19 @@ def test_every_problem_is_listed_at_once(saved, tmp_path):
     with pytest.raises(CheckpointError) as e:
         load_checkpoint(tmp_path, CFG, progress=False)
     msg = str(e.value)
-    for needle in ["tensor00005_000", "missing", "tensor00001_000", "shape (7,)",
-                   "tensor00003_000", "QuantizedWeight8bit", "tensor00099_000", "extra",
-                   "tensor00009_000", "int32", "5 problem"]:
+    for needle in [
+        "tensor00005_000",
+        "missing",
+        "tensor00001_000",
+        "shape (7,)",
+        "tensor00003_000",
+        "QuantizedWeight8bit",
+        "tensor00099_000",
+        "extra",
+        "tensor00009_000",
+        "int32",
+        "5 problem",
+    ]:
         assert needle in msg, (needle, msg)
 
 
@@ -184,8 +199,11 @@ def test_quantized_file_with_wrong_blocks_is_an_error(saved, tmp_path):
     bad.mkdir()
     for f in (src / "ckpt-0").iterdir():
         os.link(f, bad / f.name)
-    name = [i for i, (n, _, _) in enumerate(release_names(3))
-            if n == "transformer/decoder_layer_1/multi_head_attention/linear/w"][0]
+    name = [
+        i
+        for i, (n, _, _) in enumerate(release_names(3))
+        if n == "transformer/decoder_layer_1/multi_head_attention/linear/w"
+    ][0]
     f = bad / f"tensor{name:05d}_000"
     os.remove(f)
     write_quantized_file(f, np.ones((32, 32), np.int8), np.ones((2, 32), np.float32))

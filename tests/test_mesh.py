@@ -26,13 +26,17 @@ def test_parse_mesh_spec_and_make_mesh():
 
 
 def test_too_few_devices_says_how_to_simulate_them():
-    with pytest.raises(ValueError, match=r"needs 64 devices, 8 available\. On a CPU, simulate "
-                                         r"them: set XLA_FLAGS=--xla_force_host_platform_"
-                                         r"device_count=64"):
+    with pytest.raises(
+        ValueError,
+        match=r"needs 64 devices, 8 available\. On a CPU, simulate "
+        r"them: set XLA_FLAGS=--xla_force_host_platform_"
+        r"device_count=64",
+    ):
         make_mesh(8, 8)
 
 
 # --- mesh_devices: 8 devices wherever a notebook runs ---
+
 
 def test_mesh_devices_uses_the_default_platform_when_it_has_enough():
     with warnings.catch_warnings():
@@ -48,15 +52,19 @@ def _one_accelerator(monkeypatch, cpu_count):
     real = jax.devices
     cpus = real("cpu")[:cpu_count]
     gpu = types.SimpleNamespace(platform="gpu", id=0)
-    monkeypatch.setattr(jax, "devices",
-                        lambda backend=None: list(cpus) if backend == "cpu" else [gpu])
+    monkeypatch.setattr(
+        jax, "devices", lambda backend=None: list(cpus) if backend == "cpu" else [gpu]
+    )
     return cpus
 
 
 def test_mesh_devices_falls_back_to_simulated_cpu_devices(monkeypatch):
     cpus = _one_accelerator(monkeypatch, 8)
-    with pytest.warns(UserWarning, match=r"1 gpu device\(s\), fewer than the 8 this mesh "
-                                         r"needs; using the 8 simulated CPU devices"):
+    with pytest.warns(
+        UserWarning,
+        match=r"1 gpu device\(s\), fewer than the 8 this mesh "
+        r"needs; using the 8 simulated CPU devices",
+    ):
         devices = mesh_devices(8)
     assert devices == list(cpus) and all(d.platform == "cpu" for d in devices)
     mesh = make_mesh(1, 8, devices=devices)
@@ -68,9 +76,12 @@ def test_mesh_devices_falls_back_to_simulated_cpu_devices(monkeypatch):
 
 def test_mesh_devices_says_how_to_get_enough_cpu_devices(monkeypatch):
     _one_accelerator(monkeypatch, 2)
-    with pytest.raises(ValueError, match=r"default platform \(gpu\) has 1 and the CPU 2\. "
-                                         r"Simulate 8 CPU devices: call jax\.config\.update"
-                                         r"\('jax_num_cpu_devices', 8\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"default platform \(gpu\) has 1 and the CPU 2\. "
+        r"Simulate 8 CPU devices: call jax\.config\.update"
+        r"\('jax_num_cpu_devices', 8\)",
+    ):
         mesh_devices(8)
     monkeypatch.undo()
     with pytest.raises(ValueError, match="XLA_FLAGS=--xla_force_host_platform_device_count=64"):

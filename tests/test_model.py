@@ -57,8 +57,9 @@ def test_padding_rows_do_not_change_other_rows():
     np.testing.assert_allclose(batch[1, :5], model(toks[1:2, :5])[0], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("impl", [dict(), pytest.param(dict(attention_impl="naive",
-                                                          moe_impl="dense"), marks=SLOW)])
+@pytest.mark.parametrize(
+    "impl", [dict(), pytest.param(dict(attention_impl="naive", moe_impl="dense"), marks=SLOW)]
+)
 def test_token_by_token_decode_equals_full_forward(impl):
     cfg, model = _model(**impl)
     toks = _tokens(2, 12)
@@ -67,7 +68,7 @@ def test_token_by_token_decode_equals_full_forward(impl):
     prefill = model(toks[:, :5], memory)
     np.testing.assert_allclose(prefill, full[:, :5], rtol=1e-5, atol=1e-5)
     for t in range(5, 12):
-        step = model(toks[:, t:t + 1], memory)
+        step = model(toks[:, t : t + 1], memory)
         np.testing.assert_allclose(step[:, 0], full[:, t], rtol=1e-4, atol=1e-4)
     assert memory.step[...].tolist() == [12, 12]
 
@@ -118,14 +119,14 @@ def test_sharded_equals_single_device(data, mdl):
     shard_module(sharded, mesh)
     spec = sharded.layers.attn.query.get_value().weight.sharding.spec
     assert spec == jax.sharding.PartitionSpec(
-        None, "data" if data > 1 else None, "model" if mdl > 1 else None)
+        None, "data" if data > 1 else None, "model" if mdl > 1 else None
+    )
     forward = nnx.jit(lambda m, t: m(t))
     np.testing.assert_allclose(forward(sharded, toks), want, rtol=1e-4, atol=1e-4)
     mem = shard_module(KVMemory(cfg, 8, 8), mesh)
     step = nnx.jit(lambda m, t, mem: m(t, mem))
     step(sharded, toks[:, :5], mem)
-    np.testing.assert_allclose(step(sharded, toks[:, 5:6], mem), want_step, rtol=1e-4,
-                               atol=1e-4)
+    np.testing.assert_allclose(step(sharded, toks[:, 5:6], mem), want_step, rtol=1e-4, atol=1e-4)
 
 
 def test_capture_subset_and_unknown():
@@ -145,6 +146,7 @@ def test_python_loop_over_layers_equals_scan():
 
 
 # --- inputs are checked, never silently used ---------------------------------------------
+
 
 def test_out_of_range_token_ids_are_a_clear_error():
     cfg, model = _model()
@@ -193,8 +195,9 @@ def test_kv_memory_overflow_under_jit_fails_the_call():
 
 def test_more_tokens_than_the_context_are_refused():
     cfg, model = _model()
-    with pytest.raises(ValueError, match=f"exceed the model's context sequence_len="
-                                         f"{cfg.sequence_len}"):
+    with pytest.raises(
+        ValueError, match=f"exceed the model's context sequence_len={cfg.sequence_len}"
+    ):
         model(np.ones((1, cfg.sequence_len + 1), np.int32))
 
 
@@ -217,19 +220,34 @@ def test_logits_at_unembeds_only_the_positions_asked_for():
 
 # --- JAX's own meshes (Explicit axes), Auto meshes and grok_flax's -----------------------
 
+
 def _meshes():
     from jax.sharding import AxisType
 
     out = []
     for shape in ((1, 8), (2, 4)):
         fast = () if shape == (2, 4) else SLOW  # one shape of each kind in the fast tier
-        out.append(pytest.param(lambda s=shape: jax.make_mesh(s, ("data", "model")),
-                                id=f"explicit-{shape[0]}x{shape[1]}", marks=fast))
-        out.append(pytest.param(
-            lambda s=shape: jax.make_mesh(s, ("data", "model"), axis_types=(AxisType.Auto,) * 2),
-            id=f"auto-{shape[0]}x{shape[1]}", marks=SLOW))
-        out.append(pytest.param(lambda s=shape: make_mesh(*s),
-                                id=f"grok_flax-{shape[0]}x{shape[1]}", marks=SLOW))
+        out.append(
+            pytest.param(
+                lambda s=shape: jax.make_mesh(s, ("data", "model")),
+                id=f"explicit-{shape[0]}x{shape[1]}",
+                marks=fast,
+            )
+        )
+        out.append(
+            pytest.param(
+                lambda s=shape: jax.make_mesh(
+                    s, ("data", "model"), axis_types=(AxisType.Auto,) * 2
+                ),
+                id=f"auto-{shape[0]}x{shape[1]}",
+                marks=SLOW,
+            )
+        )
+        out.append(
+            pytest.param(
+                lambda s=shape: make_mesh(*s), id=f"grok_flax-{shape[0]}x{shape[1]}", marks=SLOW
+            )
+        )
     return out
 
 
@@ -254,6 +272,7 @@ def test_sharded_equals_single_device_on_every_kind_of_mesh(mesh_fn):
     mem = create_sharded(lambda: KVMemory(cfg, 2, 16), mesh)
     step = nnx.jit(lambda m, t, mem: m(t, mem))
     step(sharded, toks[:, :9], mem)
-    np.testing.assert_allclose(np.asarray(step(sharded, toks[:, 9:], mem)), want_decode,
-                               rtol=2e-5, atol=2e-5)
+    np.testing.assert_allclose(
+        np.asarray(step(sharded, toks[:, 9:], mem)), want_decode, rtol=2e-5, atol=2e-5
+    )
     np.testing.assert_array_equal(np.asarray(mem.step[...]), [10, 10])

@@ -10,14 +10,20 @@ from grok_flax.router import Router
 
 
 def _moe(E, k, quantized=True, tile=8):
-    cfg = GrokConfig.tiny(num_experts=E, num_selected_experts=k, quantized=quantized,
-                          compute_dtype="float32", moe_tile=tile)
+    cfg = GrokConfig.tiny(
+        num_experts=E,
+        num_selected_experts=k,
+        quantized=quantized,
+        compute_dtype="float32",
+        moe_tile=tile,
+    )
     rngs = nnx.Rngs(E * 10 + k)
     return cfg, MoE(cfg, rngs=rngs), Router(cfg.emb_size, E, k, rngs=rngs)
 
 
-@pytest.mark.parametrize("E", [4, pytest.param(8, marks=pytest.mark.slow),
-                               pytest.param(16, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "E", [4, pytest.param(8, marks=pytest.mark.slow), pytest.param(16, marks=pytest.mark.slow)]
+)
 @pytest.mark.parametrize("k", [1, 2])
 @pytest.mark.parametrize("B, T", [(1, 1), (1, 7), (3, 5), (2, 40)])
 def test_sparse_equals_dense(E, k, B, T):
@@ -26,8 +32,9 @@ def test_sparse_equals_dense(E, k, B, T):
     gates, experts, _ = router(x)
     dense = moe(x, gates, experts, impl="dense")
     for impl in ("sparse", "tiled", "gather", "ragged"):
-        np.testing.assert_allclose(moe(x, gates, experts, impl=impl), dense, rtol=2e-5,
-                                   atol=2e-5, err_msg=impl)
+        np.testing.assert_allclose(
+            moe(x, gates, experts, impl=impl), dense, rtol=2e-5, atol=2e-5, err_msg=impl
+        )
 
 
 def test_float_weights_and_decode_equals_prefill():
@@ -36,7 +43,7 @@ def test_float_weights_and_decode_equals_prefill():
     gates, experts, _ = router(x)
     prefill = moe(x, gates, experts)  # tiled path (36 pairs > 8 experts)
     for t in range(9):  # one token at a time: gather path
-        one = moe(x[:1, t:t + 1], gates[:1, t:t + 1], experts[:1, t:t + 1])
+        one = moe(x[:1, t : t + 1], gates[:1, t : t + 1], experts[:1, t : t + 1])
         np.testing.assert_allclose(one[0, 0], prefill[0, t], rtol=2e-5, atol=2e-5)
 
 
@@ -56,8 +63,12 @@ def test_tiled_dispatch_skips_unrouted_experts():
     x = jax.random.normal(jax.random.key(2), (1, 20, cfg.emb_size))
     experts = jnp.full((1, 20, 1), 5, jnp.int32)
     gates = jnp.full((1, 20, 1), 0.7)
-    np.testing.assert_allclose(moe(x, gates, experts, impl="tiled"),
-                               moe(x, gates, experts, impl="dense"), rtol=2e-5, atol=2e-5)
+    np.testing.assert_allclose(
+        moe(x, gates, experts, impl="tiled"),
+        moe(x, gates, experts, impl="dense"),
+        rtol=2e-5,
+        atol=2e-5,
+    )
 
 
 @pytest.mark.parametrize("quantized", [True, False])
@@ -90,6 +101,7 @@ def test_profile_scope_names_the_dispatch_that_runs():
     for T, want in ((16, "experts_tiled"), (1, "experts_gather")):
         x = jax.random.normal(jax.random.key(T), (1, T, cfg.emb_size))
         gates, experts, _ = router(x)
-        text = jax.jit(lambda x, g, e: moe(x, g, e)).lower(x, gates, experts).as_text(
-            debug_info=True)
+        text = (
+            jax.jit(lambda x, g, e: moe(x, g, e)).lower(x, gates, experts).as_text(debug_info=True)
+        )
         assert want in text and "experts_sparse" not in text

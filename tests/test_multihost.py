@@ -24,13 +24,28 @@ CASE = TINY
 TIMEOUT_S = 240
 
 
-@pytest.mark.parametrize("mesh,axis_types", [("data=1,model=8", "auto"),
-                                             ("data=2,model=4", "explicit")])
+@pytest.mark.parametrize(
+    "mesh,axis_types", [("data=1,model=8", "auto"), ("data=2,model=4", "explicit")]
+)
 def test_two_processes_equal_one(tmp_path, mesh, axis_types):
     out = tmp_path / "out"
-    launch_local(["--checkpoint", str(CASE / "checkpoints"), "--meta", str(CASE / "meta.json"),
-                  "--mesh", mesh, "--axis-types", axis_types, "--out", str(out)],
-                 num_processes=2, local_devices=4, timeout=TIMEOUT_S)
+    launch_local(
+        [
+            "--checkpoint",
+            str(CASE / "checkpoints"),
+            "--meta",
+            str(CASE / "meta.json"),
+            "--mesh",
+            mesh,
+            "--axis-types",
+            axis_types,
+            "--out",
+            str(out),
+        ],
+        num_processes=2,
+        local_devices=4,
+        timeout=TIMEOUT_S,
+    )
     reports = [json.loads((out / f"process_{i}.json").read_text()) for i in range(2)]
     for i, r in enumerate(reports):
         assert r["process"] == i and r["processes"] == 2
@@ -53,8 +68,9 @@ def test_two_processes_equal_one(tmp_path, mesh, axis_types):
             if name.startswith("generated"):  # Generator on 2 processes: the same tokens
                 np.testing.assert_array_equal(got[name], want[name], err_msg=f"process {i}")
             else:
-                np.testing.assert_allclose(got[name], want[name], rtol=2e-4, atol=2e-4,
-                                           err_msg=f"process {i}: {name}")
+                np.testing.assert_allclose(
+                    got[name], want[name], rtol=2e-4, atol=2e-4, err_msg=f"process {i}: {name}"
+                )
     assert len(want["generated_greedy"]) == 8
 
 
@@ -67,8 +83,9 @@ def test_workers_output_is_read_while_they_run():
     results = run_processes([[sys.executable, "-c", code]] * 2, timeout=60)
     assert [len(r.stdout) for r in results] == [1_000_000, 1_000_000]
     with pytest.raises(RuntimeError, match=r"process 0 \(rc 3\) ---\nboom"):
-        run_processes([[sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"]],
-                      timeout=60)
+        run_processes(
+            [[sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"]], timeout=60
+        )
 
 
 def test_read_log_is_undone(tmp_path):

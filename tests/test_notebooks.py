@@ -23,9 +23,12 @@ _spec.loader.exec_module(run_all)
 BUDGET = float(os.environ.get("GROK_FLAX_NOTEBOOK_BUDGET", run_all.BUDGET_SECONDS))
 PATHS = run_all.notebooks()
 
-pytestmark = [pytest.mark.notebooks,
-              pytest.mark.skipif(os.environ.get("GROK_FLAX_SKIP_NOTEBOOKS") == "1",
-                                 reason="GROK_FLAX_SKIP_NOTEBOOKS=1")]
+pytestmark = [
+    pytest.mark.notebooks,
+    pytest.mark.skipif(
+        os.environ.get("GROK_FLAX_SKIP_NOTEBOOKS") == "1", reason="GROK_FLAX_SKIP_NOTEBOOKS=1"
+    ),
+]
 
 
 def _load_factor() -> float:
@@ -52,8 +55,11 @@ def test_notebook_runs(path, tmp_path):
         pytest.fail(f"{path.name} failed:\n{e}")
     assert (tmp_path / path.name).stat().st_size > 0
     factor = max(load_before, _load_factor())
-    print(f"{path.name}: {seconds:.1f} s (wall {time.perf_counter() - t0:.1f} s, "
-          f"load factor {factor:.1f})")
+    print(
+        f"{path.name}: {seconds:.1f} s (wall {time.perf_counter() - t0:.1f} s, "
+        f"load factor {factor:.1f})"
+    )
     assert seconds <= BUDGET * factor, (
         f"{path.name} took {seconds:.0f} s, over its {BUDGET:.0f} s budget "
-        f"(× {factor:.1f} for the machine's load)")
+        f"(× {factor:.1f} for the machine's load)"
+    )

@@ -16,8 +16,11 @@ def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     assert "make demo" in readme and "make test" in readme
     ci = (ROOT / ".ci" / "run").read_text()
-    commands = [ln.strip() for ln in ci.splitlines()
-                if ln.strip() and not ln.lstrip().startswith(("#", "set ", "cd "))]
+    commands = [
+        ln.strip()
+        for ln in ci.splitlines()
+        if ln.strip() and not ln.lstrip().startswith(("#", "set ", "cd "))
+    ]
     *before, last = commands
     assert last == "make test", commands
     # before it, only the installation of Debian's chromium (tests/test_browser.py drives it)
@@ -49,19 +52,25 @@ def test_find_python_picks_a_python_312_or_newer():
     script = ROOT / "tools" / "find_python.sh"
     out = subprocess.run(["sh", str(script)], capture_output=True, text=True, check=True)
     exe = out.stdout.strip()
-    version = subprocess.run([exe, "-c", "import sys; print(sys.version_info[:2])"],
-                             capture_output=True, text=True, check=True).stdout
+    version = subprocess.run(
+        [exe, "-c", "import sys; print(sys.version_info[:2])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert eval(version) >= (3, 12), (exe, version)
 
 
 def test_find_python_says_what_to_install_when_there_is_none(tmp_path):
-    env = dict(os.environ, PATH=str(tmp_path), PYENV_ROOT=str(tmp_path / "nothing"),
-               HOME=str(tmp_path))
+    env = dict(
+        os.environ, PATH=str(tmp_path), PYENV_ROOT=str(tmp_path / "nothing"), HOME=str(tmp_path)
+    )
     sh = subprocess.run(["which", "sh"], capture_output=True, text=True).stdout.strip()
     if not sh:
         pytest.skip("no sh")
-    out = subprocess.run([sh, str(ROOT / "tools" / "find_python.sh")], capture_output=True,
-                         text=True, env=env)
+    out = subprocess.run(
+        [sh, str(ROOT / "tools" / "find_python.sh")], capture_output=True, text=True, env=env
+    )
     assert out.returncode == 1
     assert "Python >= 3.12" in out.stderr and "pyenv install 3.12" in out.stderr
 
@@ -85,8 +94,9 @@ def test_makefile_test_target_lints_and_runs_pytest():
     fast = mk.split("\ntest-fast:")[1].split("\n\n")[0]
     assert "$(PYTEST)" in fast
     tiers = re.search(r'-m "not \((.*)\)"', fast).group(1).split(" or ")
-    markers = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"][
-        "ini_options"]["markers"]
+    markers = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"][
+        "markers"
+    ]
     assert sorted(tiers) == sorted(m.split(":")[0] for m in markers)
     lint = mk.split("\nlint:")[1].split("\n\n")[0]
     assert "ruff check" in lint and "ruff format --check" in lint
@@ -111,7 +121,8 @@ def test_the_walkthrough_opens_in_jupyterlab():
     target = mk.split("\nlab:")[1].split("\n\n")[0]
     assert "setup" in target and "jupyter lab notebooks/" in target
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
-        "optional-dependencies"]
+        "optional-dependencies"
+    ]
     assert any(d.startswith("jupyterlab") for d in extras["notebooks"])
     assert any("notebooks" in d for d in extras["dev"] if d.startswith("grok_flax["))
     lab = Path(sys.executable).parent / "jupyter-lab"

@@ -20,12 +20,14 @@ from grok_flax import GrokConfig
 from grok_flax.checkpoint import load_checkpoint
 from grok_flax.scale.mesh import make_mesh
 
-CASES = reference_cases() + [Path(p) for p in
-                             os.environ.get("GROK_FLAX_REFERENCE_CASES", "").split(":") if p]
+CASES = reference_cases() + [
+    Path(p) for p in os.environ.get("GROK_FLAX_REFERENCE_CASES", "").split(":") if p
+]
 
 
-def parity_report(case: Path, logits: str = "logits.npy", mesh=None, rows_alone=False,
-                  **overrides) -> dict:
+def parity_report(
+    case: Path, logits: str = "logits.npy", mesh=None, rows_alone=False, **overrides
+) -> dict:
     """Our logits vs a reference file of ``case`` over the positions before padding.
     ``mesh``: run sharded; ``rows_alone``: one row at a time, as the original code ran."""
     meta = json.loads((case / "meta.json").read_text())
@@ -33,7 +35,7 @@ def parity_report(case: Path, logits: str = "logits.npy", mesh=None, rows_alone=
     model = load_checkpoint(case / "checkpoints", cfg, mesh=mesh, progress=False)
     tokens = np.asarray(meta["tokens"], np.int32)
     want = np.load(case / logits).astype(np.float32)
-    rows = [tokens[i:i + 1] for i in range(len(tokens))] if rows_alone else [tokens]
+    rows = [tokens[i : i + 1] for i in range(len(tokens))] if rows_alone else [tokens]
     got = np.concatenate([np.asarray(model(r).astype(jnp.float32)) for r in rows])
     # positions before the first padding token of each row carry meaning
     valid = np.cumprod(tokens > cfg.pad_token, axis=1).astype(bool)
@@ -43,7 +45,9 @@ def parity_report(case: Path, logits: str = "logits.npy", mesh=None, rows_alone=
     ref_of_mine = np.take_along_axis(want, mine[..., None], -1)[..., 0]
     scale = max(1.0, float(np.abs(want[valid]).max()))
     return dict(
-        max_abs=float(diff.max()), mean_abs=float(diff.mean()), scale=scale,
+        max_abs=float(diff.max()),
+        mean_abs=float(diff.mean()),
+        scale=scale,
         top1=float((mine == want.argmax(-1))[valid].mean()),
         # my top token is (one of) the reference's top tokens up to bf16 rounding of its logits
         top1_up_to_ties=float((ref_of_mine >= ref_top - scale * 2.0**-8)[valid].mean()),
@@ -54,8 +58,9 @@ def parity_report(case: Path, logits: str = "logits.npy", mesh=None, rows_alone=
 
 ORACLE = dict(attention_impl="naive", moe_impl="dense")
 # the oracles (naive attention, dense MoE) against the original: `make test` only
-IMPLS = pytest.mark.parametrize("impl", [dict(), pytest.param(ORACLE, marks=pytest.mark.slow)],
-                                ids=["fast", "oracle"])
+IMPLS = pytest.mark.parametrize(
+    "impl", [dict(), pytest.param(ORACLE, marks=pytest.mark.slow)], ids=["fast", "oracle"]
+)
 CASE = pytest.mark.parametrize("case", CASES, ids=lambda p: p.name)
 
 
@@ -100,8 +105,14 @@ def test_f32_equals_the_original_f32_run(case, impl):
 def test_bf16_follows_the_original_program_on_todays_xla(case, impl):
     if not (case / "logits_bf16_jax012.npy").is_file():
         pytest.skip(f"{case.name} has no jax-0.12 run of the original")
-    r = parity_report(case, logits="logits_bf16_jax012.npy", mesh=make_mesh(1, 8),
-                      rows_alone=True, compute_dtype="bfloat16", **impl)
+    r = parity_report(
+        case,
+        logits="logits_bf16_jax012.npy",
+        mesh=make_mesh(1, 8),
+        rows_alone=True,
+        compute_dtype="bfloat16",
+        **impl,
+    )
     print(case.name, "bf16 1x8", impl, r)
     assert r["top1_up_to_ties"] >= (0.96 if impl else 0.93), r
     assert r["corr"] >= (0.999 if impl else 0.998), r
@@ -122,13 +133,22 @@ def test_bf16_vs_the_original_on_jax_0_4_25(case, impl):
 
 def parity_table() -> str:
     """The table in docs/parity.md: every case, f32 and bf16, oracle and fast paths."""
-    lines = ["| case | ours | paths | reference run | top-1 | top-1 up to ties | corr | "
-             "max abs | mean abs |", "|---|---|---|---|---|---|---|---|---|"]
-    runs = [("float32", "logits_f32act.npy", "f32, jax 0.4.25", {}),
-            ("float32", "logits.npy", "bf16, jax 0.4.25", {}),
-            ("bfloat16", "logits.npy", "bf16, jax 0.4.25", {}),
-            ("bfloat16", "logits_bf16_jax012.npy", "bf16, jax 0.12 (ours on 1×8, rows alone)",
-             dict(mesh="1x8", rows_alone=True))]
+    lines = [
+        "| case | ours | paths | reference run | top-1 | top-1 up to ties | corr | "
+        "max abs | mean abs |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    runs = [
+        ("float32", "logits_f32act.npy", "f32, jax 0.4.25", {}),
+        ("float32", "logits.npy", "bf16, jax 0.4.25", {}),
+        ("bfloat16", "logits.npy", "bf16, jax 0.4.25", {}),
+        (
+            "bfloat16",
+            "logits_bf16_jax012.npy",
+            "bf16, jax 0.12 (ours on 1×8, rows alone)",
+            dict(mesh="1x8", rows_alone=True),
+        ),
+    ]
     for case in CASES:
         for dtype, ref, label, extra in runs:
             if not (case / ref).is_file():
@@ -138,9 +158,11 @@ def parity_table() -> str:
                 if kw.get("mesh"):
                     kw["mesh"] = make_mesh(1, 8)
                 r = parity_report(case, logits=ref, compute_dtype=dtype, **kw, **impl)
-                lines.append(f"| {case.name} | {dtype} | {name} | {label} | {r['top1']:.3f} | "
-                             f"{r['top1_up_to_ties']:.3f} | {r['corr']:.6f} | "
-                             f"{r['max_abs']:.4f} | {r['mean_abs']:.5f} |")
+                lines.append(
+                    f"| {case.name} | {dtype} | {name} | {label} | {r['top1']:.3f} | "
+                    f"{r['top1_up_to_ties']:.3f} | {r['corr']:.6f} | "
+                    f"{r['max_abs']:.4f} | {r['mean_abs']:.5f} |"
+                )
     return "\n".join(lines)
 
 

@@ -15,8 +15,14 @@ from grok_flax.running.plan import (
 
 def test_grok_1_per_device_on_1x8_analytic():
     """Done-when of the plan: ≈39.8 GB (≈37.1 GiB) of weights, ≈0.27 GB of KV per device."""
-    p = plan(GrokConfig.grok_1(), {"data": 1, "model": 8}, context=8192, batch=1,
-             device_memory="h100", compile=False)
+    p = plan(
+        GrokConfig.grok_1(),
+        {"data": 1, "model": 8},
+        context=8192,
+        batch=1,
+        device_memory="h100",
+        compile=False,
+    )
     assert p.weight_bytes == pytest.approx(39.8e9, rel=0.005)
     assert p.weight_bytes / GiB == pytest.approx(37.1, rel=0.005)
     assert p.weights["int8 linears"] * 8 == p.weights_whole["int8 linears"]  # all split 8
@@ -51,8 +57,11 @@ def test_tiny_plan_compiles_on_a_mesh(kind):
     from grok_flax.scale.mesh import make_mesh
 
     cfg = GrokConfig.tiny()
-    mesh = {"shape": (2, 4), "explicit": jax.make_mesh((2, 4), ("data", "model")),
-            "grok_flax": make_mesh(2, 4)}[kind]
+    mesh = {
+        "shape": (2, 4),
+        "explicit": jax.make_mesh((2, 4), ("data", "model")),
+        "grok_flax": make_mesh(2, 4),
+    }[kind]
     p = plan(cfg, mesh, context=64, batch=2, device_memory="1GiB", prefill_chunk=16)
     prefill, decode = p.programs
     # generate's own prefill step: tokens, lengths, the kept bf16 logits, end_row, end_idx
@@ -65,9 +74,13 @@ def test_tiny_plan_compiles_on_a_mesh(kind):
     assert p.peak == max(prefill.peak, decode.peak) > p.resident
     assert p.fits() is True and p.fits(p.peak - 1) is False
     text = p.report()
-    for s in ("XLA:CPU estimates", "prefill (16-token chunk → 64-slot KV)",
-              "decode (1 token + sampling)", "un-embeds only each row's last prompt token",
-              "FITS"):
+    for s in (
+        "XLA:CPU estimates",
+        "prefill (16-token chunk → 64-slot KV)",
+        "decode (1 token + sampling)",
+        "un-embeds only each row's last prompt token",
+        "FITS",
+    ):
         assert s in text
 
 
@@ -93,11 +106,23 @@ def test_cli(capsys):
     def plan_main(argv):
         return main(["plan", *argv])
 
-    rc = plan_main(["--config", "tiny", "--mesh", "1x8", "--context", "32", "--device",
-                    "tpu-v5e", "--no-compile"])
+    rc = plan_main(
+        [
+            "--config",
+            "tiny",
+            "--mesh",
+            "1x8",
+            "--context",
+            "32",
+            "--device",
+            "tpu-v5e",
+            "--no-compile",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0 and "FITS" in out and "mesh data=1 × model=8" in out
-    rc = plan_main(["--config", "grok-1", "--mesh", "data=1,model=8", "--no-compile",
-                    "--device", "v5e"])
+    rc = plan_main(
+        ["--config", "grok-1", "--mesh", "data=1,model=8", "--no-compile", "--device", "v5e"]
+    )
     assert rc == 1 and "DOES NOT FIT" in capsys.readouterr().out
     assert plan_main(["--config", "nope", "--no-compile"]) == 2

@@ -27,8 +27,7 @@ def test_block_scales_apply_to_their_rows():
 def test_matmul_equals_dequantized_matmul(blocks):
     w = quantize(jax.random.normal(jax.random.key(1), (32, 16)), blocks)
     x = jax.random.normal(jax.random.key(2), (5, 32))
-    np.testing.assert_allclose(matmul(x, w), x @ w.dequantize(jnp.float32), rtol=1e-5,
-                               atol=1e-5)
+    np.testing.assert_allclose(matmul(x, w), x @ w.dequantize(jnp.float32), rtol=1e-5, atol=1e-5)
 
 
 def test_zero_weights_and_bad_blocks():

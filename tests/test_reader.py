@@ -73,7 +73,8 @@ def test_reference_payload_offsets_match_pickletools():
     f = REFERENCE / "tensor00003_000"
     data = f.read_bytes()
     payloads = [
-        (pos, arg) for op, arg, pos in pickletools.genops(data)
+        (pos, arg)
+        for op, arg, pos in pickletools.genops(data)
         if op.name == "BINBYTES" or (op.name == "SHORT_BINBYTES" and len(arg) > 1)
     ]
     spec = parse_tensor_file(f)
@@ -172,7 +173,10 @@ def test_code_execution_attempts_are_refused(tmp_path, protocol):
         assert "forbidden global" in str(err)
         # hidden inside an otherwise normal array state
         inner = Reduces(
-            _reconstruct(), np.ndarray, (0,), b"b",
+            _reconstruct(),
+            np.ndarray,
+            (0,),
+            b"b",
             state=(1, (1,), np.dtype("f4"), False, attack),
         )
         expect_rejected(tmp_path / f"nested_{name}", pickle.dumps(inner, protocol), "forbidden")
@@ -186,15 +190,24 @@ def test_unexpected_calls_of_allowed_globals(tmp_path):
     dtype_call = Reduces(np.dtype, "f4", False, True)  # a REDUCE result, but no BUILD
     cases = {
         "nested REDUCE as shape": Reduces(
-            _reconstruct(), np.ndarray, (0,), b"b",
+            _reconstruct(),
+            np.ndarray,
+            (0,),
+            b"b",
             state=(1, (dtype_call,), np.dtype("f4"), False, b"\0" * 4),
         ),
         "nested REDUCE as payload": Reduces(
-            _reconstruct(), np.ndarray, (0,), b"b",
+            _reconstruct(),
+            np.ndarray,
+            (0,),
+            b"b",
             state=(1, (1,), np.dtype("f4"), False, Reduces(bytes, 4)),
         ),
         "unbuilt dtype": Reduces(
-            _reconstruct(), np.ndarray, (0,), b"b",
+            _reconstruct(),
+            np.ndarray,
+            (0,),
+            b"b",
             state=(1, (1,), dtype_call, False, b"\0" * 4),
         ),
         "odd _reconstruct args": Reduces(_reconstruct(), np.ndarray, (1,), b"b"),
@@ -206,7 +219,10 @@ def test_unexpected_calls_of_allowed_globals(tmp_path):
             _reconstruct(), np.ndarray, (0,), b"b", state=(1, (-1,), np.dtype("f4"), False, b"")
         ),
         "payload size mismatch": Reduces(
-            _reconstruct(), np.ndarray, (0,), b"b",
+            _reconstruct(),
+            np.ndarray,
+            (0,),
+            b"b",
             state=(1, (2, 3), np.dtype("f4"), False, b"\0" * 20),
         ),
     }
@@ -251,10 +267,11 @@ HEADER = _OPS["PROTO"] + b"\x04"
 def test_hand_built_streams_are_refused(tmp_path):
     huge = 1 << 62
     cases = {
-        "huge BINBYTES8": (HEADER + _OPS["BINBYTES8"] + struct.pack("<Q", huge) + b"x.",
-                           "past the end"),
-        "huge BINUNICODE": (HEADER + _OPS["BINUNICODE"] + struct.pack("<I", 2**31) + b".",
-                            "limit"),
+        "huge BINBYTES8": (
+            HEADER + _OPS["BINBYTES8"] + struct.pack("<Q", huge) + b"x.",
+            "past the end",
+        ),
+        "huge BINUNICODE": (HEADER + _OPS["BINUNICODE"] + struct.pack("<I", 2**31) + b".", "limit"),
         "huge FRAME": (HEADER + _OPS["FRAME"] + struct.pack("<Q", huge) + b".", "past the end"),
         "memo slot unset": (HEADER + _OPS["BINGET"] + b"\x05.", "memo slot 5"),
         "memo slot unset (long)": (HEADER + _OPS["LONG_BINGET"] + b"\x07\0\0\0.", "memo slot 7"),
@@ -266,20 +283,26 @@ def test_hand_built_streams_are_refused(tmp_path):
         "protocol 0": (pickle.dumps(1.5, 0), "protocol"),
         "empty file": (b"", "empty"),
         "stack overflow": (HEADER + _OPS["NONE"] * 10_001 + b".", "stack"),
-        "too many opcodes": (
-            HEADER + (_OPS["FRAME"] + bytes(8)) * 100_001 + b".", "opcodes"),
+        "too many opcodes": (HEADER + (_OPS["FRAME"] + bytes(8)) * 100_001 + b".", "opcodes"),
         "deep nesting": (
-            HEADER + _OPS["BININT1"] + b"\0" + _OPS["TUPLE1"] * 50_000 + b".", "not an array"),
+            HEADER + _OPS["BININT1"] + b"\0" + _OPS["TUPLE1"] * 50_000 + b".",
+            "not an array",
+        ),
         "GLOBAL forbidden": (HEADER + b"cos\nsystem\n.", "forbidden global os.system"),
         "GLOBAL unterminated": (HEADER + b"c" + b"a" * 2000, "GLOBAL name"),
         "QuantizedWeight8bit elsewhere": (
-            HEADER + b"cevil\nQuantizedWeight8bit\n).", "forbidden global"),
-        "NEWOBJ with args": (
-            HEADER + b"c__main__\nQuantizedWeight8bit\nK\x01\x85\x81.", "NEWOBJ"),
+            HEADER + b"cevil\nQuantizedWeight8bit\n).",
+            "forbidden global",
+        ),
+        "NEWOBJ with args": (HEADER + b"c__main__\nQuantizedWeight8bit\nK\x01\x85\x81.", "NEWOBJ"),
         "BUILD with junk state": (
-            HEADER + b"c__main__\nQuantizedWeight8bit\n)\x81N" + _OPS["BUILD"] + b".", "state"),
-        "unbuilt QuantizedWeight8bit": (HEADER + b"c__main__\nQuantizedWeight8bit\n)\x81.",
-                                        "not an array"),
+            HEADER + b"c__main__\nQuantizedWeight8bit\n)\x81N" + _OPS["BUILD"] + b".",
+            "state",
+        ),
+        "unbuilt QuantizedWeight8bit": (
+            HEADER + b"c__main__\nQuantizedWeight8bit\n)\x81.",
+            "not an array",
+        ),
     }
     for name, (data, match) in cases.items():
         expect_rejected(tmp_path / name.replace(" ", "_"), data, match)
@@ -291,8 +314,7 @@ def test_patched_valid_streams_are_refused(tmp_path):
     assert b"\x8c\x01<" in good and b"K\x02K\x03\x86" in good and b"\x8c\x02f4" in good
     cases = {
         "big-endian": (good.replace(b"\x8c\x01<", b"\x8c\x01>"), "byte order"),
-        "negative dim": (good.replace(b"K\x02K\x03\x86", b"J\xff\xff\xff\xffK\x03\x86"),
-                         "dims"),
+        "negative dim": (good.replace(b"K\x02K\x03\x86", b"J\xff\xff\xff\xffK\x03\x86"), "dims"),
         "wrong payload size": (good.replace(b"K\x02K\x03\x86", b"K\x02K\x04\x86"), "needs 32"),
         "object dtype": (good.replace(b"\x8c\x02f4", b"\x8c\x02O8"), "unsupported dtype 'O8'"),
         "int64 dtype": (good.replace(b"\x8c\x02f4", b"\x8c\x02i8"), "unsupported dtype"),
@@ -349,6 +371,12 @@ def test_checkpoint_package_never_unpickles():
     assert {f.name for f in files} >= {"reader.py", "writer.py", "loader.py", "release.py"}
     for f in files:
         source = f.read_text()
-        for forbidden in ("pickle.load", ".loads(", "Unpickler", "import pickle\n", "eval(",
-                          "exec("):
+        for forbidden in (
+            "pickle.load",
+            ".loads(",
+            "Unpickler",
+            "import pickle\n",
+            "eval(",
+            "exec(",
+        ):
             assert forbidden not in source, (f.name, forbidden)

@@ -33,5 +33,8 @@ def test_rotation_preserves_norm_and_dtype():
     x = jax.random.normal(jax.random.key(3), (1, 4, 2, 8)).astype(jnp.bfloat16)
     y = apply_rope(x, jnp.arange(4)[None] * 1000)
     assert y.dtype == jnp.bfloat16
-    np.testing.assert_allclose(jnp.linalg.norm(y.astype(float), axis=-1),
-                               jnp.linalg.norm(x.astype(float), axis=-1), rtol=2e-2)
+    np.testing.assert_allclose(
+        jnp.linalg.norm(y.astype(float), axis=-1),
+        jnp.linalg.norm(x.astype(float), axis=-1),
+        rtol=2e-2,
+    )

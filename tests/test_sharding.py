@@ -76,16 +76,23 @@ def tiny_model():
     return cfg, *nnx.split(model), tokens, _run(model, cfg, tokens)
 
 
-@pytest.mark.parametrize("data, mdl", [
-    pytest.param(d, m, id=f"{d}x{m}", marks=() if (d, m) in ((1, 1), (2, 4)) else pytest.mark.slow)
-    for d, m in MESHES])
+@pytest.mark.parametrize(
+    "data, mdl",
+    [
+        pytest.param(
+            d, m, id=f"{d}x{m}", marks=() if (d, m) in ((1, 1), (2, 4)) else pytest.mark.slow
+        )
+        for d, m in MESHES
+    ],
+)
 def test_sharded_equals_single_device(tiny_model, data, mdl):
     cfg, graphdef, state, tokens, want = tiny_model
     mesh = make_mesh(data, mdl)
     model = nnx.merge(graphdef, jax.device_put(state, state_shardings(state, mesh)))
     q = model.layers.attn.query.get_value()  # [L, D, Nq·H]
-    assert q.weight.sharding.spec == P(None, "data" if data > 1 else None,
-                                       "model" if mdl > 1 else None)
+    assert q.weight.sharding.spec == P(
+        None, "data" if data > 1 else None, "model" if mdl > 1 else None
+    )
     w1 = model.layers.moe.linear_1.get_value()  # [L, E, F, D], scales [L, E, G, D]
     assert w1.weight.sharding.spec[2] == ("model" if mdl > 1 else None)
     assert w1.scales.sharding.spec[2] is None  # G never split
@@ -96,6 +103,7 @@ def test_sharded_equals_single_device(tiny_model, data, mdl):
 
 
 # --- placement by the rules (no compilation) ---
+
 
 @pytest.mark.parametrize("blocks, data, mdl", [(4, 1, 8), (8, 1, 2), (8, 2, 4), (1, 1, 8)])
 def test_block_scales_are_never_split(blocks, data, mdl):
@@ -113,8 +121,11 @@ def test_block_scales_are_never_split(blocks, data, mdl):
 
 def test_batch_sharding_and_global_arrays():
     mesh = make_mesh(2, 4)
-    with pytest.warns(UserWarning, match=r"2-d input of 3 rows: axis 'batch' of size 3 is not "
-                                         r"split over mesh axis data=2: replicated over it"):
+    with pytest.warns(
+        UserWarning,
+        match=r"2-d input of 3 rows: axis 'batch' of size 3 is not "
+        r"split over mesh axis data=2: replicated over it",
+    ):
         assert batch_sharding(mesh, 2, batch=3).spec == P(None, None)
     assert batch_sharding(mesh, 3, batch=4).spec == P("data", None, None)
     x = put_global(np.arange(24).reshape(4, 6), batch_sharding(mesh, 2))
@@ -136,6 +147,7 @@ def test_shard_module_places_kv_memory():
 
 # --- the checkpoint written by the original code, loaded onto meshes ---
 
+
 @pytest.fixture(scope="module")
 def tiny_reference():
     if not (TINY_CASE / "meta.json").is_file():
@@ -147,15 +159,32 @@ def tiny_reference():
     return cfg, tokens, np.asarray(_forward(model, jnp.asarray(tokens))), model
 
 
-REF_MESHES = [(1, 8, "grok_flax"), (2, 4, "grok_flax"), (8, 1, "grok_flax"),
-              (4, 2, "grok_flax"), (1, 8, "explicit"), (2, 4, "explicit"), (4, 2, "explicit"),
-              (1, 8, "auto"), (2, 4, "auto")]
+REF_MESHES = [
+    (1, 8, "grok_flax"),
+    (2, 4, "grok_flax"),
+    (8, 1, "grok_flax"),
+    (4, 2, "grok_flax"),
+    (1, 8, "explicit"),
+    (2, 4, "explicit"),
+    (4, 2, "explicit"),
+    (1, 8, "auto"),
+    (2, 4, "auto"),
+]
 
 
-@pytest.mark.parametrize("data, mdl, kind", [
-    pytest.param(d, m, k, id=f"{k}-{d}x{m}",
-                 marks=() if (d, m) == (2, 4) and k != "grok_flax" else pytest.mark.slow)
-    for d, m, k in REF_MESHES])
+@pytest.mark.parametrize(
+    "data, mdl, kind",
+    [
+        pytest.param(
+            d,
+            m,
+            k,
+            id=f"{k}-{d}x{m}",
+            marks=() if (d, m) == (2, 4) and k != "grok_flax" else pytest.mark.slow,
+        )
+        for d, m, k in REF_MESHES
+    ],
+)
 def test_reference_checkpoint_on_mesh(tiny_reference, data, mdl, kind):
     """grok1-tiny: 8 kv heads, experts' width F=216 with G=8 scale blocks (27 rows each);
     loaded onto grok_flax's mesh, JAX's default mesh (Explicit axes) and an Auto one."""

@@ -29,8 +29,9 @@ def test_cross_entropy_ignores_pad_targets():
 def test_load_balance_loss_is_one_when_uniform_and_e_when_collapsed():
     L, B, T, E = 2, 1, 8, 4
     uniform = jnp.full((L, B, T, E), 1.0 / E)
-    spread = jnp.broadcast_to(jnp.stack([jnp.arange(T) % E, (jnp.arange(T) + 1) % E], -1),
-                              (L, B, T, 2))
+    spread = jnp.broadcast_to(
+        jnp.stack([jnp.arange(T) % E, (jnp.arange(T) + 1) % E], -1), (L, B, T, 2)
+    )
     mask = jnp.ones((B, T), bool)
     np.testing.assert_allclose(float(load_balance_loss(uniform, spread, mask)), 1.0, rtol=1e-6)
     collapsed = jnp.zeros((L, B, T, E)).at[..., 0].set(1.0)
@@ -53,15 +54,21 @@ def test_weight_decay_only_on_attention_and_expert_linears():
     for scan in (True, False):
         model = init_model(model_config(smoke=True).replace(scan_layers=scan), 0, 0.25)
         mask = decay_mask(nnx.state(model, nnx.Param))
-        decayed = {jax.tree_util.keystr(p) for p, d in jax.tree_util.tree_leaves_with_path(mask)
-                   if d}
+        decayed = {
+            jax.tree_util.keystr(p) for p, d in jax.tree_util.tree_leaves_with_path(mask) if d
+        }
         every = {jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(mask)}
-        assert decayed and all(("'attn'" in p or "'moe'" in p) and "scale" not in p
-                               for p in decayed), decayed
-        linears = {p for p in every if any(f"'{n}'" in p for n in
-                                           ("query", "key", "value", "linear", "linear_v",
-                                            "linear_1"))}
-        assert decayed == linears, (decayed ^ linears)
+        assert decayed and all(
+            ("'attn'" in p or "'moe'" in p) and "scale" not in p for p in decayed
+        ), decayed
+        linears = {
+            p
+            for p in every
+            if any(
+                f"'{n}'" in p for n in ("query", "key", "value", "linear", "linear_v", "linear_1")
+            )
+        }
+        assert decayed == linears, decayed ^ linears
         assert not any("norm" in p or "router" in p or "embed" in p for p in decayed)
 
 
@@ -72,10 +79,25 @@ def test_smoke_training_run(tmp_path):
 
     from grok_flax.demo import load
 
-    s = TrainSettings(steps=24, batch_size=4, seq_len=64, lr=3e-3, warmup_steps=4,
-                      eval_every=0, vocab_size=512, seed=0)
-    summary = train(tmp_path, s, smoke=True, doc_limit=16, final_eval_windows=4,
-                    progress=False, plot=tmp_path / "loss.png")
+    s = TrainSettings(
+        steps=24,
+        batch_size=4,
+        seq_len=64,
+        lr=3e-3,
+        warmup_steps=4,
+        eval_every=0,
+        vocab_size=512,
+        seed=0,
+    )
+    summary = train(
+        tmp_path,
+        s,
+        smoke=True,
+        doc_limit=16,
+        final_eval_windows=4,
+        progress=False,
+        plot=tmp_path / "loss.png",
+    )
     ce = [r["ce"] for r in summary["log"]]
     assert len(ce) == 24
     assert np.mean(ce[-5:]) < np.mean(ce[:5]) - 0.1, ce

@@ -47,8 +47,7 @@ def _visible(fig):
 
 
 def test_token_labels():
-    assert viz.token_labels(FakeTokenizer(), [5, 6, 7, 8, 9]) == ["·def", "\\n", "A", "\\t",
-                                                                  "t9"]
+    assert viz.token_labels(FakeTokenizer(), [5, 6, 7, 8, 9]) == ["·def", "\\n", "A", "\\t", "t9"]
     assert viz.token_labels(None, [3, 4]) == ["3", "4"]
     assert viz.token_labels(["a" * 20]) == ["a" * 11 + "…"]
 
@@ -56,8 +55,9 @@ def test_token_labels():
 def test_routing_heatmap(captured):
     cap, tokens = captured
     labels = [f"tok{i}" for i in range(T)]
-    fig = viz.routing_heatmap(cap["experts"], labels, gates=cap["gates"], row=1,
-                              num_experts=CFG.num_experts)
+    fig = viz.routing_heatmap(
+        cap["experts"], labels, gates=cap["gates"], row=1, num_experts=CFG.num_experts
+    )
     _renders(fig)
     ax, cb = fig.axes  # heatmap + colour bar
     assert [t.get_text() for t in ax.get_yticklabels()] == labels
@@ -100,7 +100,8 @@ def test_attention_maps(captured):
     assert len(panels) == CFG.q_per_kv
     # query head q reads KV head q // q_per_kv
     assert [a.get_title() for a in panels] == [
-        f"query head {CFG.q_per_kv + h} (reads KV head 1)" for h in range(CFG.q_per_kv)]
+        f"query head {CFG.q_per_kv + h} (reads KV head 1)" for h in range(CFG.q_per_kv)
+    ]
     assert [t.get_text() for t in panels[0].get_yticklabels()] == labels
     assert [t.get_text() for t in panels[0].get_xticklabels()] == labels
     w = panels[0].images[0].get_array()
@@ -142,13 +143,13 @@ def test_growth_breakdown_and_parity():
     fig = viz.growth_plot([1, 2, 4], {"a": [1, 4, 16], "b": [1, 2, 4]}, title="x")
     _renders(fig)
     assert len(fig.axes[0].get_lines()) == 2
-    fig = viz.param_breakdown({"experts": 300, "attention": 10}, active={"experts": 75,
-                                                                        "attention": 10})
+    fig = viz.param_breakdown(
+        {"experts": 300, "attention": 10}, active={"experts": 75, "attention": 10}
+    )
     _renders(fig)
     assert len(fig.axes[0].patches) == 4
     got = np.random.default_rng(1).standard_normal((2, 3, 5))
-    fig = viz.parity_scatter(got, got + 0.01, valid=np.array([[1, 1, 0], [1, 0, 0]]),
-                             step=0.0156)
+    fig = viz.parity_scatter(got, got + 0.01, valid=np.array([[1, 1, 0], [1, 0, 0]]), step=0.0156)
     _renders(fig)
     assert "correlation 1.000000" in fig.axes[0].get_title()
 
@@ -158,9 +159,13 @@ def test_sharding_map():
     state = abstract_state(abstract_model(CFG.replace(num_q_heads=8, num_kv_heads=4)), mesh)
     q = state["layers"]["attn"]["query"].get_value()
     embed = state["embed"].get_value()
-    fig = viz.sharding_map({"query": q, "embed": embed,
-                            "replicated": ((4, 4), jax.sharding.NamedSharding(
-                                mesh, jax.sharding.PartitionSpec()))})
+    fig = viz.sharding_map(
+        {
+            "query": q,
+            "embed": embed,
+            "replicated": ((4, 4), jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())),
+        }
+    )
     _renders(fig)
     axes = _visible(fig)
     assert len(axes) == 3
@@ -193,15 +198,39 @@ def test_architecture_numbers_come_from_the_config():
     open_before = pyplot.get_fignums()
     text = _texts(fig := viz.architecture())  # Grok-1 by default
     _renders(fig)
-    for want in ("64 × decoder layer", "[B, T, 6144]", "q [B, T, 48, 128]", "k, v [B, T, 8, 128]",
-                 "top-2", "8 GeGLU experts", "[6144, 32768]", "[B, T, 131072]", "78.38 (= √6144)",
-                 "0.5774 (= 1/√3)", "0.08839 (= 1/√128)", "30·tanh(x / 30)", "int8", "nb 02",
-                 "nb 03", "nb 04", "nb 05", "nb 06", "nb 07"):
+    for want in (
+        "64 × decoder layer",
+        "[B, T, 6144]",
+        "q [B, T, 48, 128]",
+        "k, v [B, T, 8, 128]",
+        "top-2",
+        "8 GeGLU experts",
+        "[6144, 32768]",
+        "[B, T, 131072]",
+        "78.38 (= √6144)",
+        "0.5774 (= 1/√3)",
+        "0.08839 (= 1/√128)",
+        "30·tanh(x / 30)",
+        "int8",
+        "nb 02",
+        "nb 03",
+        "nb 04",
+        "nb 05",
+        "nb 06",
+        "nb 07",
+    ):
         assert want in text, want
     tiny = GrokConfig.tiny(quantized=False, num_experts=6, num_selected_experts=3)
     small_text = _texts(viz.architecture(tiny))
-    for want in ("2 × decoder layer", "[B, T, 32]", "q [B, T, 4, 8]", "top-3", "6 GeGLU experts",
-                 f"[32, {tiny.ffn_size}]", "[B, T, 256]"):
+    for want in (
+        "2 × decoder layer",
+        "[B, T, 32]",
+        "q [B, T, 4, 8]",
+        "top-3",
+        "6 GeGLU experts",
+        f"[32, {tiny.ffn_size}]",
+        "[B, T, 256]",
+    ):
         assert want in small_text, want
     for gone in ("6144", "131072", "top-2", "int8", "√"):  # no Grok-1 number or identity left
         assert gone not in small_text, gone
@@ -264,7 +293,8 @@ def test_routing_explorer_figures_and_widgets():
     assert ex.attention.shape[-2:] == (T, T)
     # the gates are the chosen experts' router probabilities (not renormalised)
     np.testing.assert_allclose(
-        ex.gates, np.take_along_axis(ex.router_probs, ex.experts, -1), rtol=1e-6)
+        ex.gates, np.take_along_axis(ex.router_probs, ex.experts, -1), rtol=1e-6
+    )
     figs = ex.figures(layer=1, token=2, head=cfg.num_q_heads - 1)
     assert set(figs) == {"routing", "router", "attention"}
     for f in figs.values():
@@ -280,8 +310,10 @@ def test_routing_explorer_figures_and_widgets():
     assert all(before.values()) and "layer 0" in ex.status.value
     assert "query head 0 (reads KV head 0)" in ex.status.value
     ex.head_slider.value = cfg.num_q_heads - 1
-    assert (f"query head {cfg.num_q_heads - 1} (reads KV head {cfg.num_kv_heads - 1})"
-            in ex.status.value)
+    assert (
+        f"query head {cfg.num_q_heads - 1} (reads KV head {cfg.num_kv_heads - 1})"
+        in ex.status.value
+    )
     # shown at the figure's width in CSS pixels, drawn with twice as many: sharp when zoomed
     width = int(ex.images["router"].width)
     assert ex.images["router"].layout.height == "auto"

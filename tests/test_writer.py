@@ -156,11 +156,14 @@ def test_quantized_writer_matches_the_live_pickler(standin_qw):
         assert pickler_bytes(save, **numpy2_options()) == pickle.dumps(obj, 4)
 
 
-
-
 def test_writer_rejects_unsupported_input(tmp_path):
-    for bad in (np.zeros(3, np.int64), np.zeros(3, bool), np.zeros(3, ">f4"),
-                np.zeros(3, np.complex64), np.array(["a"], dtype=object)):
+    for bad in (
+        np.zeros(3, np.int64),
+        np.zeros(3, bool),
+        np.zeros(3, ">f4"),
+        np.zeros(3, np.complex64),
+        np.array(["a"], dtype=object),
+    ):
         with pytest.raises(ValueError):
             write_array_file(tmp_path / "x", bad)
     with pytest.raises(ValueError, match="int8"):
@@ -193,5 +196,3 @@ def test_tensor_file_name():
     assert tensor_file_name(12345, 7) == "tensor12345_007"
     with pytest.raises(ValueError):
         tensor_file_name(-1)
-
-

@@ -14,5 +14,12 @@ from grok_flax.checkpoint.loader import checkpoint_dir, inspect_checkpoint, load
 from grok_flax.checkpoint.release import PARAM_HOMES, CheckpointError, release_names
 from grok_flax.checkpoint.writer import save_checkpoint
 
-__all__ = ["PARAM_HOMES", "CheckpointError", "checkpoint_dir", "inspect_checkpoint",
-           "load_checkpoint", "release_names", "save_checkpoint"]
+__all__ = [
+    "PARAM_HOMES",
+    "CheckpointError",
+    "checkpoint_dir",
+    "inspect_checkpoint",
+    "load_checkpoint",
+    "release_names",
+    "save_checkpoint",
+]

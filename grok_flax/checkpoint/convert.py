@@ -69,8 +69,11 @@ def _model_from_tensors(cfg: GrokConfig, fetch, mesh=None) -> Grok:
         want = get_path(state, mpath).get_value()
         if layer is not None:
             want = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), want)
-        parts = ({"weight": name + ".weight", "scales": name + ".scales"}
-                 if isinstance(want, QArray) else {"": name})
+        parts = (
+            {"weight": name + ".weight", "scales": name + ".scales"}
+            if isinstance(want, QArray)
+            else {"": name}
+        )
         got = {}
         for field, key in parts.items():
             target = getattr(want, field) if field else want
@@ -78,8 +81,10 @@ def _model_from_tensors(cfg: GrokConfig, fetch, mesh=None) -> Grok:
             if arr is None:
                 problems.append(f"{key}: missing")
             elif arr.shape != tuple(target.shape) or arr.dtype != np.dtype(target.dtype):
-                problems.append(f"{key}: {arr.dtype}{list(arr.shape)}, expected "
-                                f"{np.dtype(target.dtype)}{list(target.shape)}")
+                problems.append(
+                    f"{key}: {arr.dtype}{list(arr.shape)}, expected "
+                    f"{np.dtype(target.dtype)}{list(target.shape)}"
+                )
             else:
                 got[field] = arr
         value = QArray(got.get("weight"), got.get("scales")) if "weight" in parts else got.get("")
@@ -89,15 +94,15 @@ def _model_from_tensors(cfg: GrokConfig, fetch, mesh=None) -> Grok:
     mesh = make_mesh(1, 1, jax.devices()[:1]) if mesh is None else mesh
     shardings = state_shardings(state, mesh)
     for mpath, values in per_path.items():
-        value = values[0] if mpath[0] != "layers" else jax.tree.map(
-            lambda *xs: np.stack(xs), *values)
+        value = (
+            values[0] if mpath[0] != "layers" else jax.tree.map(lambda *xs: np.stack(xs), *values)
+        )
         sharding = get_path(shardings, mpath).get_value()
         get_path(state, mpath).set_value(jax.device_put(value, sharding))
     return attach_mesh(nnx.merge(graphdef, state), mesh)
 
 
-def load_safetensors(path: str | os.PathLike, config: GrokConfig | None = None,
-                     mesh=None) -> Grok:
+def load_safetensors(path: str | os.PathLike, config: GrokConfig | None = None, mesh=None) -> Grok:
     from safetensors import safe_open
 
     with safe_open(str(path), "numpy") as f:
@@ -108,8 +113,11 @@ def load_safetensors(path: str | os.PathLike, config: GrokConfig | None = None,
             config = GrokConfig.from_json(meta["grok_flax_config"])
         keys = set(f.keys())
         model = _model_from_tensors(config, lambda k: f.get_tensor(k) if k in keys else None, mesh)
-        expected = {n + s for n, _, _ in release_names(config.num_layers)
-                    for s in ("", ".weight", ".scales")}
+        expected = {
+            n + s
+            for n, _, _ in release_names(config.num_layers)
+            for s in ("", ".weight", ".scales")
+        }
         extra = sorted(keys - expected)
     if extra:
         raise CheckpointError(f"{path}: tensors the config has no place for: {extra[:10]}")
@@ -138,8 +146,11 @@ def load_orbax(path: str | os.PathLike, config: GrokConfig | None = None, mesh=N
     graphdef, state = nnx.split(abstract)
     params = nnx.state(abstract, nnx.Param)
     mesh = make_mesh(1, 1, jax.devices()[:1]) if mesh is None else mesh
-    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                          params, state_shardings(params, mesh))
+    target = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+        params,
+        state_shardings(params, mesh),
+    )
     with ocp.StandardCheckpointer() as ckptr:
         restored = ckptr.restore(path / "params", target)
     nnx.update(abstract, restored)
@@ -160,12 +171,16 @@ def _check_destination(path: Path) -> None:
     if path.suffix in (".safetensors", ".orbax"):
         return
     if path.exists() and not path.is_dir():
-        raise ValueError(f"{path} is a file: the destination must be a folder for the "
-                         f"official format, a *.safetensors file or a *.orbax folder")
+        raise ValueError(
+            f"{path} is a file: the destination must be a folder for the "
+            f"official format, a *.safetensors file or a *.orbax folder"
+        )
     if path.suffix:
-        raise ValueError(f"unknown destination format {path.suffix!r} ({path}): name a folder "
-                         f"without a suffix for the official format, or a *.safetensors "
-                         f"file, or a *.orbax folder")
+        raise ValueError(
+            f"unknown destination format {path.suffix!r} ({path}): name a folder "
+            f"without a suffix for the official format, or a *.safetensors "
+            f"file, or a *.orbax folder"
+        )
 
 
 def load_any(path: str | os.PathLike, config: GrokConfig | None = None, mesh=None) -> Grok:
@@ -205,5 +220,12 @@ def convert(src, dst, config: GrokConfig | None = None) -> Path:
     return save_any(load_any(src, config), dst)
 
 
-__all__ = ["convert", "load_any", "load_orbax", "load_safetensors", "save_any", "save_orbax",
-           "save_safetensors"]
+__all__ = [
+    "convert",
+    "load_any",
+    "load_orbax",
+    "load_safetensors",
+    "save_any",
+    "save_orbax",
+    "save_safetensors",
+]

@@ -57,8 +57,9 @@ def checkpoint_dir(path: str | os.PathLike) -> Path:
         return p / "ckpt-0"
     if p.is_dir() and any(TENSOR_FILE_RE.match(f.name) for f in p.iterdir()):
         return p
-    raise CheckpointError(f"{p}: no checkpoint here (expected a ckpt-0/ folder or "
-                          f"tensorNNNNN_000 files)")
+    raise CheckpointError(
+        f"{p}: no checkpoint here (expected a ckpt-0/ folder or tensorNNNNN_000 files)"
+    )
 
 
 def _scan_files(ckpt: Path) -> tuple[dict[int, Path], list[str]]:
@@ -69,8 +70,10 @@ def _scan_files(ckpt: Path) -> tuple[dict[int, Path], list[str]]:
             continue
         index, shard = int(m.group(1)), int(m.group(2))
         if shard != 0:
-            problems.append(f"{f.name}: shard {shard} (only single-shard _000 files exist in "
-                            f"the release format)")
+            problems.append(
+                f"{f.name}: shard {shard} (only single-shard _000 files exist in "
+                f"the release format)"
+            )
             continue
         files[index] = f
     return files, problems
@@ -103,8 +106,7 @@ def _prefetch(specs: dict, budget: int = _PREFETCH_BYTES) -> None:
         try:
             fd = os.open(spec.path, os.O_RDONLY)
             try:
-                os.posix_fadvise(fd, spec.offset, min(spec.nbytes, budget),
-                                 os.POSIX_FADV_WILLNEED)
+                os.posix_fadvise(fd, spec.offset, min(spec.nbytes, budget), os.POSIX_FADV_WILLNEED)
             finally:
                 os.close(fd)
         except OSError:
@@ -115,12 +117,17 @@ def _prefetch(specs: dict, budget: int = _PREFETCH_BYTES) -> None:
 def _detect_layout(cfg: GrokConfig, specs: dict, order) -> GrokConfig:
     """Quantized or float linears, and each block-scaled weight's G, as the files say."""
     by_name = {name: specs.get(i) for i, (name, _, _) in enumerate(order)}
-    linear_specs = [specs[i] for i, (_, path, _) in enumerate(order)
-                    if path[0] == "layers" and path[1] in ("attn", "moe") and i in specs]
+    linear_specs = [
+        specs[i]
+        for i, (_, path, _) in enumerate(order)
+        if path[0] == "layers" and path[1] in ("attn", "moe") and i in specs
+    ]
     if linear_specs and all(isinstance(s, QuantizedSpec) for s in linear_specs):
         changes = dict(quantized=True)
-        for key, field in (("multi_head_attention/linear/w", "attn_out_scale_blocks"),
-                           ("moe/linear_1/w", "moe_out_scale_blocks")):
+        for key, field in (
+            ("multi_head_attention/linear/w", "attn_out_scale_blocks"),
+            ("moe/linear_1/w", "moe_out_scale_blocks"),
+        ):
             s = by_name.get(layer_prefix(0) + key)
             if isinstance(s, QuantizedSpec) and len(s.scales.shape) >= 2:
                 changes[field] = int(s.scales.shape[-2])
@@ -140,17 +147,22 @@ def _check(name: str, spec, want, stacked: bool, problems: list[str]):
         want = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), want)
     if isinstance(want, QArray):
         if not isinstance(spec, QuantizedSpec):
-            problems.append(f"{name}: expected a QuantizedWeight8bit, found a plain "
-                            f"{spec.dtype} array")
+            problems.append(
+                f"{name}: expected a QuantizedWeight8bit, found a plain {spec.dtype} array"
+            )
             return
         if spec.weight.dtype != np.int8:
             problems.append(f"{name}: weight dtype {spec.weight.dtype}, expected int8")
         if tuple(spec.weight.shape) != tuple(want.weight.shape):
-            problems.append(f"{name}: weight shape {tuple(spec.weight.shape)}, expected "
-                            f"{tuple(want.weight.shape)}")
+            problems.append(
+                f"{name}: weight shape {tuple(spec.weight.shape)}, expected "
+                f"{tuple(want.weight.shape)}"
+            )
         if tuple(spec.scales.shape) != tuple(want.scales.shape):
-            problems.append(f"{name}: scales shape {tuple(spec.scales.shape)}, expected "
-                            f"{tuple(want.scales.shape)}")
+            problems.append(
+                f"{name}: scales shape {tuple(spec.scales.shape)}, expected "
+                f"{tuple(want.scales.shape)}"
+            )
         if spec.scales.dtype.name not in FLOAT_DTYPES:
             problems.append(f"{name}: scales dtype {spec.scales.dtype} is not a float type")
         return
@@ -159,8 +171,9 @@ def _check(name: str, spec, want, stacked: bool, problems: list[str]):
         problems.append(f"{name}: expected a float array {shape}, found a QuantizedWeight8bit")
         return
     if spec.dtype.name not in FLOAT_DTYPES:
-        problems.append(f"{name}: dtype {spec.dtype}, expected a float type "
-                        f"(float32/bfloat16/float16)")
+        problems.append(
+            f"{name}: dtype {spec.dtype}, expected a float type (float32/bfloat16/float16)"
+        )
     if tuple(spec.shape) != shape:
         problems.append(f"{name}: shape {tuple(spec.shape)}, expected {shape}")
 
@@ -189,11 +202,15 @@ def _plan(path, cfg: GrokConfig):
         homes.setdefault(mpath, [None] * (cfg.num_layers if layer is not None else 1))
         homes[mpath][layer or 0] = specs[i]
     for i in sorted(set(files) - set(range(len(order)))):
-        problems.append(f"{files[i].name}: extra file — the config describes {len(order)} "
-                        f"tensors ({cfg.num_layers} layers)")
+        problems.append(
+            f"{files[i].name}: extra file — the config describes {len(order)} "
+            f"tensors ({cfg.num_layers} layers)"
+        )
     if problems:
-        raise CheckpointError(f"{ckpt}: {len(problems)} problem(s) with this checkpoint for "
-                              f"the given config:\n  - " + "\n  - ".join(problems))
+        raise CheckpointError(
+            f"{ckpt}: {len(problems)} problem(s) with this checkpoint for "
+            f"the given config:\n  - " + "\n  - ".join(problems)
+        )
     return cfg, abstract, homes
 
 
@@ -205,8 +222,14 @@ def _read_into(out: np.ndarray, spec: ArraySpec, index: tuple) -> None:
     dimension, another dtype, Fortran order — goes through a memory map.
     """
     whole = all(s.indices(n) == (0, n, 1) for s, n in zip(index, spec.shape, strict=True))
-    if (whole and spec.dtype == out.dtype and not spec.fortran_order
-            and spec.inline_data is None and out.flags.c_contiguous and spec.nbytes):
+    if (
+        whole
+        and spec.dtype == out.dtype
+        and not spec.fortran_order
+        and spec.inline_data is None
+        and out.flags.c_contiguous
+        and spec.nbytes
+    ):
         read_payload_into(spec, out)
     else:
         out[...] = read_array(spec, mmap=True)[index]
@@ -224,7 +247,7 @@ def _host_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     if nbytes < 1 << 16:  # small: 64-byte alignment inside an ordinary allocation
         raw = np.empty(nbytes + 64, np.uint8)
         start = -raw.ctypes.data % 64
-        return raw[start:start + nbytes].view(dtype).reshape(shape)
+        return raw[start : start + nbytes].view(dtype).reshape(shape)
     buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     return np.frombuffer(buf, dtype).reshape(shape)
 
@@ -232,8 +255,9 @@ def _host_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
 @cache
 def _pool() -> ThreadPoolExecutor:
     # reading releases the GIL: a few threads keep the page-cache copies on every core busy
-    return ThreadPoolExecutor(max(2, min(8, os.cpu_count() or 1)),
-                              thread_name_prefix="grok_flax-load")
+    return ThreadPoolExecutor(
+        max(2, min(8, os.cpu_count() or 1)), thread_name_prefix="grok_flax-load"
+    )
 
 
 @cache
@@ -296,20 +320,24 @@ def _load_array(specs: list[ArraySpec], aval, sharding, stacked: bool, budget: i
     dtype = np.dtype(aval.dtype)
     shape = tuple(aval.shape)
     if not stacked:
-        return _array_from_host_blocks(shape, sharding, dtype, lambda out, index: [
-            (_read_into, out, specs[0], index)])
+        return _array_from_host_blocks(
+            shape, sharding, dtype, lambda out, index: [(_read_into, out, specs[0], index)]
+        )
     shard_shape = sharding.shard_shape(shape)
     if budget is None or int(np.prod(shard_shape)) * dtype.itemsize <= budget:
+
         def fill(out, index):
             layers = range(*index[0].indices(len(specs)))
             return [(_read_into, out[j], specs[i], index[1:]) for j, i in enumerate(layers)]
+
         return _array_from_host_blocks(shape, sharding, dtype, fill)
     layer_sharding = _drop_leading(sharding)
     out = _zeros(shape, dtype, sharding)()
     set_layer = _layer_setter(sharding)
     for i, spec in enumerate(specs):
-        piece = _array_from_host_blocks(shape[1:], layer_sharding, dtype,
-                          lambda o, index, s=spec: [(_read_into, o, s, index)])()
+        piece = _array_from_host_blocks(
+            shape[1:], layer_sharding, dtype, lambda o, index, s=spec: [(_read_into, o, s, index)]
+        )()
         out = set_layer(out, piece, np.int32(i))
         del piece
         out.block_until_ready()  # don't let pieces pile up behind asynchronous dispatch
@@ -332,8 +360,9 @@ def _drop_leading(sharding):
     return NamedSharding(sharding.mesh, PartitionSpec(*spec[1:]))
 
 
-def load_checkpoint(path: str | os.PathLike, config: GrokConfig, mesh=None, *,
-                    progress: bool = True) -> Grok:
+def load_checkpoint(
+    path: str | os.PathLike, config: GrokConfig, mesh=None, *, progress: bool = True
+) -> Grok:
     """Read an official-format checkpoint into a ``Grok`` model, sharded over ``mesh``.
 
     ``path`` is the folder holding ``ckpt-0/`` or ``ckpt-0/`` itself. Whether linears are
@@ -354,10 +383,10 @@ def load_checkpoint(path: str | os.PathLike, config: GrokConfig, mesh=None, *,
         aval, shard = var.get_value(), get_path(shardings, mpath).get_value()
         stacked = mpath[0] == "layers"
         if isinstance(aval, QArray):
-            parts = (_load_array([s.weight for s in specs], aval.weight, shard.weight,
-                                 stacked, budget),
-                     _load_array([s.scales for s in specs], aval.scales, shard.scales,
-                                 stacked, budget))
+            parts = (
+                _load_array([s.weight for s in specs], aval.weight, shard.weight, stacked, budget),
+                _load_array([s.scales for s in specs], aval.scales, shard.scales, stacked, budget),
+            )
             finish = _join_quantized(*parts)
         else:
             finish = _load_array(specs, aval, shard, stacked, budget)
@@ -419,10 +448,27 @@ def inspect_checkpoint(path: str | os.PathLike, num_layers: int | None = None) -
             rows.append(dict(file=f.name, name=name, error=str(e)))
             continue
         if isinstance(spec, QuantizedSpec):
-            rows.append(dict(file=f.name, name=name, shape=tuple(spec.weight.shape),
-                             dtype="int8", quantized=True, scales=tuple(spec.scales.shape),
-                             scales_dtype=str(spec.scales.dtype), bytes=_spec_bytes(spec)))
+            rows.append(
+                dict(
+                    file=f.name,
+                    name=name,
+                    shape=tuple(spec.weight.shape),
+                    dtype="int8",
+                    quantized=True,
+                    scales=tuple(spec.scales.shape),
+                    scales_dtype=str(spec.scales.dtype),
+                    bytes=_spec_bytes(spec),
+                )
+            )
         else:
-            rows.append(dict(file=f.name, name=name, shape=tuple(spec.shape),
-                             dtype=str(spec.dtype), quantized=False, bytes=spec.nbytes))
+            rows.append(
+                dict(
+                    file=f.name,
+                    name=name,
+                    shape=tuple(spec.shape),
+                    dtype=str(spec.dtype),
+                    quantized=False,
+                    bytes=spec.nbytes,
+                )
+            )
     return rows

@@ -72,7 +72,11 @@ def read_array(spec: ArraySpec, mmap: bool = True) -> np.ndarray:
         return array if mmap else array.copy()
     if mmap:
         return np.memmap(
-            spec.path, dtype=spec.dtype, mode="r", offset=spec.offset, shape=spec.shape,
+            spec.path,
+            dtype=spec.dtype,
+            mode="r",
+            offset=spec.offset,
+            shape=spec.shape,
             order=order,
         )
     flat = np.empty(spec.nbytes, dtype=np.uint8)
@@ -103,7 +107,6 @@ def read_tensor_file(path: str | os.PathLike) -> np.ndarray | tuple[np.ndarray, 
     if isinstance(spec, QuantizedSpec):
         return read_array(spec.weight), read_array(spec.scales)
     return read_array(spec)
-
 
 
 # =============================================================================================
@@ -283,7 +286,7 @@ class _Interpreter:
     def pop_to_mark(self) -> list:
         for i in range(len(self.stack) - 1, -1, -1):
             if self.stack[i] is _MARK_OBJ:
-                items = self.stack[i + 1:]
+                items = self.stack[i + 1 :]
                 del self.stack[i:]
                 return items
         raise self.error("no MARK on the stack")
@@ -427,8 +430,11 @@ class _Interpreter:
         if (
             len(args) == 3
             and _is_global(args[0], "ndarray")
-            and _is_tuple_of(args[1], 1) and type(args[1][0]) is int and args[1][0] == 0
-            and isinstance(args[2], _Bytes) and args[2].value == b"b"
+            and _is_tuple_of(args[1], 1)
+            and type(args[1][0]) is int
+            and args[1][0] == 0
+            and isinstance(args[2], _Bytes)
+            and args[2].value == b"b"
         ):
             return _Array()
         return None
@@ -510,7 +516,8 @@ class _Interpreter:
             raise self.error(f"dtype {dtype.name} with byte order {_describe(byteorder)}")
         sizes = (elsize, alignment)
         if not all(type(v) is int for v in (elsize, alignment, flags)) or sizes not in (
-            (-1, -1), (dtype.itemsize, dtype.alignment)
+            (-1, -1),
+            (dtype.itemsize, dtype.alignment),
         ):
             raise self.error(f"dtype {dtype.name} with inconsistent state {_describe(state)}")
 
@@ -519,7 +526,8 @@ class _Interpreter:
     ) -> tuple[tuple[int, ...], np.dtype, bool, _Bytes]:
         """Validate (shape, dtype, fortran, payload) and return them."""
         if not (
-            isinstance(shape, tuple) and len(shape) <= _MAX_NDIM
+            isinstance(shape, tuple)
+            and len(shape) <= _MAX_NDIM
             and all(type(d) is int and d >= 0 for d in shape)
         ):
             raise self.error(f"array shape {_describe(shape)} is not a tuple of dims >= 0")
@@ -537,8 +545,10 @@ class _Interpreter:
 
     def check_quantized_state(self, state: object) -> QuantizedSpec:
         if not isinstance(state, dict) or set(state) != {"weight", "scales"}:
-            raise self.error(f"QuantizedWeight8bit state {_describe(state)} is not "
-                             "{'weight': ..., 'scales': ...}")
+            raise self.error(
+                f"QuantizedWeight8bit state {_describe(state)} is not "
+                "{'weight': ..., 'scales': ...}"
+            )
         for key, value in state.items():
             if not isinstance(value, _Array) or value.layout is None:
                 raise self.error(f"QuantizedWeight8bit.{key} is {_describe(value)}")
@@ -588,4 +598,3 @@ def _describe(value: object) -> str:
     return {_Dtype: "a numpy dtype", _Array: "an ndarray", _Quantized: "a QuantizedWeight8bit"}.get(
         type(value), type(value).__name__
     )
-

@@ -147,7 +147,6 @@ def release_names(num_layers: int) -> list[tuple[str, tuple[str, ...], int | Non
     return entries
 
 
-
 def get_path(tree, path: tuple[str, ...]):
     """``tree[path[0]][path[1]]...``: the variable at a :data:`PARAM_HOMES` path of an
     ``nnx.State``."""
@@ -155,6 +154,7 @@ def get_path(tree, path: tuple[str, ...]):
     for p in path:
         node = node[p]
     return node
+
 
 # =============================================================================================
 # Dtypes
@@ -203,6 +203,7 @@ def quantized_shape_problem(weight: tuple[int, ...], scales: tuple[int, ...]) ->
 # Every opcode this module reads or writes: one byte each, named as in ``pickletools`` (whose
 # documentation describes their arguments).  Any other opcode in a file is an error; the
 # last two (protocol 5's out-of-band buffers) are listed only to refuse them by name.
+
 
 class Op:
     """The opcodes: ``Op.PROTO``, ``Op.BINGET``, ... (``pickletools`` names)."""

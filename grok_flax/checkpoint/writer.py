@@ -51,9 +51,7 @@ def write_array_file(path: str | os.PathLike, array: np.ndarray) -> None:
     _write_atomically(path, lambda w: w.save_array(array))
 
 
-def write_quantized_file(
-    path: str | os.PathLike, weight: np.ndarray, scales: np.ndarray
-) -> None:
+def write_quantized_file(path: str | os.PathLike, weight: np.ndarray, scales: np.ndarray) -> None:
     """Write a ``__main__.QuantizedWeight8bit(weight=int8, scales=float)`` tensor file."""
     weight, scales = np.asarray(weight), np.asarray(scales)
     dtype_pickle_form(scales.dtype)  # little-endian and supported, before touching the disk
@@ -66,7 +64,6 @@ def write_quantized_file(
         raise ValueError(problem)
 
     _write_atomically(path, lambda w: w.save_quantized(weight, scales))
-
 
 
 # =============================================================================================
@@ -100,7 +97,9 @@ class _PickleWriter:
     """
 
     def __init__(
-        self, f: BinaryIO, numpy_core: str = "numpy.core",
+        self,
+        f: BinaryIO,
+        numpy_core: str = "numpy.core",
         bfloat16_flags: int = BFLOAT16_STATE_FLAGS,
     ):
         self.f = f
@@ -180,8 +179,11 @@ class _PickleWriter:
             self.op(Op.MARK)
         for save_item in save_items:
             save_item()
-        self.op((Op.TUPLE1, Op.TUPLE2, Op.TUPLE3)[len(save_items) - 1]
-                if len(save_items) <= 3 else Op.TUPLE)
+        self.op(
+            (Op.TUPLE1, Op.TUPLE2, Op.TUPLE3)[len(save_items) - 1]
+            if len(save_items) <= 3
+            else Op.TUPLE
+        )
         self.memoize()
 
     def save_ints(self, values: tuple[int, ...]) -> None:
@@ -226,23 +228,28 @@ class _PickleWriter:
         if self.get(("dtype", dtype.name)):
             return
         self.save_global("numpy", "dtype")
-        self.save_tuple([
-            (lambda: self.save_global("ml_dtypes", "bfloat16")) if code is None
-            else (lambda: self.save_str(code)),
-            lambda: self.save_const(Op.NEWFALSE),
-            lambda: self.save_const(Op.NEWTRUE),
-        ])
+        self.save_tuple(
+            [
+                (lambda: self.save_global("ml_dtypes", "bfloat16"))
+                if code is None
+                else (lambda: self.save_str(code)),
+                lambda: self.save_const(Op.NEWFALSE),
+                lambda: self.save_const(Op.NEWTRUE),
+            ]
+        )
         self.op(Op.REDUCE)
         self.memoize(("dtype", dtype.name))
         # (3, byteorder, subarray, names, fields, elsize, alignment, flags); builtin dtypes
         # use -1 for "the usual size and alignment"; bfloat16 is user-defined and explicit.
         sizes = (-1, -1, 0) if code else (dtype.itemsize, dtype.alignment, self.bfloat16_flags)
-        self.save_tuple([
-            lambda: self.save_int(3),
-            lambda: self.save_str("|" if dtype.itemsize == 1 else "<"),
-            *[lambda: self.save_const(Op.NONE)] * 3,
-            *[lambda v=v: self.save_int(v) for v in sizes],
-        ])
+        self.save_tuple(
+            [
+                lambda: self.save_int(3),
+                lambda: self.save_str("|" if dtype.itemsize == 1 else "<"),
+                *[lambda: self.save_const(Op.NONE)] * 3,
+                *[lambda v=v: self.save_int(v) for v in sizes],
+            ]
+        )
         self.op(Op.BUILD)
 
     def save_array(self, array: np.ndarray) -> None:
@@ -252,21 +259,26 @@ class _PickleWriter:
         fortran = bool(array.flags.f_contiguous and not array.flags.c_contiguous)
         self.begin_save()
         self.save_global(f"{self.numpy_core}.multiarray", "_reconstruct")
-        self.save_tuple([
-            lambda: self.save_global("numpy", "ndarray"),
-            lambda: self.save_ints((0,)),
-            self.save_b,
-        ])
+        self.save_tuple(
+            [
+                lambda: self.save_global("numpy", "ndarray"),
+                lambda: self.save_ints((0,)),
+                self.save_b,
+            ]
+        )
         self.op(Op.REDUCE)
         self.memoize()
-        self.save_tuple([
-            lambda: self.save_int(1),
-            lambda: self.save_ints(array.shape),
-            lambda: self.save_dtype(array.dtype),
-            lambda: self.save_const(Op.NEWTRUE if fortran else Op.NEWFALSE),
-            lambda: self.save_payload(
-                _c_order_chunks(array.T if fortran else array), array.nbytes),
-        ])
+        self.save_tuple(
+            [
+                lambda: self.save_int(1),
+                lambda: self.save_ints(array.shape),
+                lambda: self.save_dtype(array.dtype),
+                lambda: self.save_const(Op.NEWTRUE if fortran else Op.NEWFALSE),
+                lambda: self.save_payload(
+                    _c_order_chunks(array.T if fortran else array), array.nbytes
+                ),
+            ]
+        )
         self.op(Op.BUILD)
 
     def save_b(self) -> None:
@@ -303,11 +315,11 @@ def _c_order_chunks(array: np.ndarray) -> Iterator[np.ndarray]:
     if array.ndim == 0 or array.flags.c_contiguous:
         flat = array.reshape(-1).view(np.uint8)
         for start in range(0, flat.size, _WRITE_CHUNK):
-            yield flat[start:start + _WRITE_CHUNK]
+            yield flat[start : start + _WRITE_CHUNK]
         return
     rows = max(1, _WRITE_CHUNK // max(1, array[0].nbytes))
     for start in range(0, array.shape[0], rows):
-        yield np.ascontiguousarray(array[start:start + rows]).reshape(-1).view(np.uint8)
+        yield np.ascontiguousarray(array[start : start + rows]).reshape(-1).view(np.uint8)
 
 
 def _write_atomically(path: str | os.PathLike, save: Callable[[_PickleWriter], None]) -> None:
@@ -335,8 +347,9 @@ def _write_pickle(f: BinaryIO, save: Callable[[_PickleWriter], None], **options)
     writer.commit_frame()
 
 
-def save_checkpoint(model: Grok, path: str | os.PathLike, *, quantize_floats: bool = True,
-                    progress: bool = False) -> Path:
+def save_checkpoint(
+    model: Grok, path: str | os.PathLike, *, quantize_floats: bool = True, progress: bool = False
+) -> Path:
     """Write ``model`` in the official format to ``path/ckpt-0/``.
 
     Quantized linears are written as they are; float linears are quantized first (the
@@ -348,8 +361,10 @@ def save_checkpoint(model: Grok, path: str | os.PathLike, *, quantize_floats: bo
     ckpt.mkdir(parents=True, exist_ok=True)
     state = nnx.state(model, nnx.Param)
     order = release_names(cfg.num_layers)
-    blocks = {("layers", "attn", "linear"): cfg.attn_out_scale_blocks,
-              ("layers", "moe", "linear_1"): cfg.moe_out_scale_blocks}
+    blocks = {
+        ("layers", "attn", "linear"): cfg.attn_out_scale_blocks,
+        ("layers", "moe", "linear_1"): cfg.moe_out_scale_blocks,
+    }
     for i, (_, mpath, layer) in enumerate(order):
         value = get_path(state, mpath).get_value()
         if layer is not None:

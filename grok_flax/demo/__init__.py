@@ -30,13 +30,17 @@ def run_demo(out_dir: str | Path = "runs/demo", walkthrough: bool = True) -> Non
     out.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     full = abstract_model(GrokConfig.grok_1())
-    print(f"Grok-1 built abstractly in {time.perf_counter() - t:.2f}s: "
-          f"{param_count(full):,} parameters\n")
+    print(
+        f"Grok-1 built abstractly in {time.perf_counter() - t:.2f}s: "
+        f"{param_count(full):,} parameters\n"
+    )
 
     model, tokenizer, cfg = load()
     prompt = "def read_lines(path):\n"
-    print(f"bundled demo model ({param_count(model):,} parameters, {cfg.num_experts} experts, "
-          f"top-{cfg.num_selected_experts}) continues {prompt!r}:\n")
+    print(
+        f"bundled demo model ({param_count(model):,} parameters, {cfg.num_experts} experts, "
+        f"top-{cfg.num_selected_experts}) continues {prompt!r}:\n"
+    )
     gen = Generator(model, tokenizer)
     sys.stdout.write(prompt)
     for piece in stream_text(gen, prompt, max_new_tokens=48):
@@ -47,9 +51,12 @@ def run_demo(out_dir: str | Path = "runs/demo", walkthrough: bool = True) -> Non
 
     ids = r.prompt_tokens[0] + r.tokens[0]
     _, caught = model(jnp.asarray([ids[:40]]), capture=("routing",))
-    fig = viz.routing_heatmap(np.asarray(caught["experts"]), viz.token_labels(tokenizer, ids[:40]),
-                              num_experts=cfg.num_experts,
-                              title="demo model: chosen experts per token and layer")
+    fig = viz.routing_heatmap(
+        np.asarray(caught["experts"]),
+        viz.token_labels(tokenizer, ids[:40]),
+        num_experts=cfg.num_experts,
+        title="demo model: chosen experts per token and layer",
+    )
     fig.savefig(out / "routing.png", dpi=110, bbox_inches="tight")
     print(f"routing figure: {out / 'routing.png'}")
 
@@ -58,10 +65,13 @@ def run_demo(out_dir: str | Path = "runs/demo", walkthrough: bool = True) -> Non
         import subprocess
 
         print("\nexecuting the walkthrough notebooks (copies in runs/notebooks) ...", flush=True)
-        subprocess.run([sys.executable, str(notebooks), "--out", str(out.parent / "notebooks")],
-                       check=True)
-        print("\nnext: `make lab` opens the walkthrough in JupyterLab, starting at "
-              "notebooks/01_tour.ipynb (docs/walkthrough.md lists all ten)")
+        subprocess.run(
+            [sys.executable, str(notebooks), "--out", str(out.parent / "notebooks")], check=True
+        )
+        print(
+            "\nnext: `make lab` opens the walkthrough in JupyterLab, starting at "
+            "notebooks/01_tour.ipynb (docs/walkthrough.md lists all ten)"
+        )
 
 
 # --- the bundled demo model (built by `python -m grok_flax.demo.train`) ----------------------
@@ -96,7 +106,8 @@ def load(path=None, *, mesh=None):
     if missing:
         raise FileNotFoundError(
             f"{d}: demo model file(s) missing: {', '.join(missing)}. Rebuild it with "
-            f"`python -m grok_flax.demo.train --out {d}` (see docs/demo_model.md).")
+            f"`python -m grok_flax.demo.train --out {d}` (see docs/demo_model.md)."
+        )
     model = load_checkpoint(d, config(d), mesh=mesh, progress=False)
     try:
         from grok_flax.running.tokenizer import Tokenizer

@@ -32,8 +32,18 @@ import numpy as np
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 MAX_FILE_BYTES = 200_000
 HELDOUT_PERCENT = 5
-EXCLUDED_DIRS = frozenset({"test", "tests", "idle_test", "site-packages", "dist-packages",
-                           "__pycache__", "encodings", "pydoc_data"})
+EXCLUDED_DIRS = frozenset(
+    {
+        "test",
+        "tests",
+        "idle_test",
+        "site-packages",
+        "dist-packages",
+        "__pycache__",
+        "encodings",
+        "pydoc_data",
+    }
+)
 # Grok-1's tokenizer reserves the same kinds of pieces: newline runs and tab runs. (Grok-1 also
 # lists runs of spaces, but SentencePiece turns spaces into "▁" before matching user symbols,
 # so those are never produced; runs of "▁" are learned as ordinary BPE pieces instead.)
@@ -62,9 +72,12 @@ class Document:
     text: str
 
 
-def stdlib_documents(root: str | os.PathLike | None = None, split: str = "train",
-                     max_file_bytes: int = MAX_FILE_BYTES,
-                     limit: int | None = None) -> list[Document]:
+def stdlib_documents(
+    root: str | os.PathLike | None = None,
+    split: str = "train",
+    max_file_bytes: int = MAX_FILE_BYTES,
+    limit: int | None = None,
+) -> list[Document]:
     """The documents of ``split`` ("train", "heldout" or "all"), sorted by path."""
     if split not in ("train", "heldout", "all"):
         raise ValueError(f"split must be train, heldout or all, got {split!r}")
@@ -95,8 +108,12 @@ def _lines(docs: Sequence[Document], max_len: int) -> Iterator[str]:
                 yield line[:max_len]
 
 
-def train_tokenizer(docs: Sequence[Document], model_prefix: str | os.PathLike,
-                    vocab_size: int = 4096, max_bytes: int | None = None) -> Path:
+def train_tokenizer(
+    docs: Sequence[Document],
+    model_prefix: str | os.PathLike,
+    vocab_size: int = 4096,
+    max_bytes: int | None = None,
+) -> Path:
     """Train the SentencePiece BPE on the lines of ``docs``; returns ``<prefix>.model``.
 
     Deterministic: the input is every non-blank line in document order (no sampling, no
@@ -113,15 +130,34 @@ def train_tokenizer(docs: Sequence[Document], model_prefix: str | os.PathLike,
     prefix = Path(model_prefix)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(lines), model_prefix=str(prefix), model_type="bpe",
-        vocab_size=vocab_size, character_coverage=0.9995, byte_fallback=True,
-        split_digits=True, split_by_whitespace=True, allow_whitespace_only_pieces=True,
-        remove_extra_whitespaces=False, add_dummy_prefix=False,
-        normalization_rule_name="identity", user_defined_symbols=USER_SYMBOLS,
-        pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID, unk_id=UNK_ID,
-        pad_piece="[PAD]", bos_piece="[BOS]", eos_piece="[EOS]", unk_piece="[UNK]",
-        unk_surface="[UNK]", input_sentence_size=0, shuffle_input_sentence=False,
-        max_sentencepiece_length=16, num_threads=1, minloglevel=2)
+        sentence_iterator=iter(lines),
+        model_prefix=str(prefix),
+        model_type="bpe",
+        vocab_size=vocab_size,
+        character_coverage=0.9995,
+        byte_fallback=True,
+        split_digits=True,
+        split_by_whitespace=True,
+        allow_whitespace_only_pieces=True,
+        remove_extra_whitespaces=False,
+        add_dummy_prefix=False,
+        normalization_rule_name="identity",
+        user_defined_symbols=USER_SYMBOLS,
+        pad_id=PAD_ID,
+        bos_id=BOS_ID,
+        eos_id=EOS_ID,
+        unk_id=UNK_ID,
+        pad_piece="[PAD]",
+        bos_piece="[BOS]",
+        eos_piece="[EOS]",
+        unk_piece="[UNK]",
+        unk_surface="[UNK]",
+        input_sentence_size=0,
+        shuffle_input_sentence=False,
+        max_sentencepiece_length=16,
+        num_threads=1,
+        minloglevel=2,
+    )
     return prefix.with_suffix(".model")
 
 
@@ -133,8 +169,9 @@ def encode_documents(tokenizer, docs: Sequence[Document]) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros((0,), np.int32)
 
 
-def unigram_loss(train_stream: np.ndarray, eval_targets: np.ndarray, vocab_size: int,
-                 alpha: float = 1.0) -> float:
+def unigram_loss(
+    train_stream: np.ndarray, eval_targets: np.ndarray, vocab_size: int, alpha: float = 1.0
+) -> float:
     """Cross-entropy (nats/token) of ``eval_targets`` under the add-``alpha`` unigram model of
     ``train_stream``: the baseline a language model has to beat. Pad targets are ignored."""
     counts = np.bincount(train_stream, minlength=vocab_size).astype(np.float64) + alpha

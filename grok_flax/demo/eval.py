@@ -59,9 +59,13 @@ def _byte_classes(text: str) -> np.ndarray | None:
             return len(data)
         return int(starts[row - 1]) + len(lines[row - 1][:col].encode())
 
-    kinds = {tokenize.NUMBER: "number", tokenize.STRING: "string/prose",
-             tokenize.COMMENT: "string/prose", tokenize.OP: "punctuation",
-             tokenize.ERRORTOKEN: "punctuation"}
+    kinds = {
+        tokenize.NUMBER: "number",
+        tokenize.STRING: "string/prose",
+        tokenize.COMMENT: "string/prose",
+        tokenize.OP: "punctuation",
+        tokenize.ERRORTOKEN: "punctuation",
+    }
     for name in ("FSTRING_START", "FSTRING_MIDDLE", "FSTRING_END"):  # Python >= 3.12
         if hasattr(tokenize, name):
             kinds[getattr(tokenize, name)] = "string/prose"
@@ -73,7 +77,7 @@ def _byte_classes(text: str) -> np.ndarray | None:
                 kind = kinds.get(tok.type)
             if kind is None:
                 continue  # NEWLINE, NL, INDENT, DEDENT, ENDMARKER: whitespace
-            cls[offset(*tok.start):offset(*tok.end)] = CLASSES.index(kind)
+            cls[offset(*tok.start) : offset(*tok.end)] = CLASSES.index(kind)
     except (tokenize.TokenError, IndentationError, SyntaxError):
         return None
     return cls
@@ -108,7 +112,7 @@ def token_classes(sp, text: str) -> tuple[list[int], list[int]]:
             classes.append(_piece_class(p.piece))
             continue
         a, b = p.begin, max(p.end, p.begin + 1)
-        span = [i for i in range(a, min(b, len(data))) if data[i:i + 1] not in (b" ", b"\t")]
+        span = [i for i in range(a, min(b, len(data))) if data[i : i + 1] not in (b" ", b"\t")]
         if not span:
             classes.append(CLASSES.index("whitespace"))
         else:
@@ -146,7 +150,7 @@ def routing_counts(model, windows: np.ndarray, classes: np.ndarray, batch_size: 
     cfg = model.cfg
     counts = np.zeros((cfg.num_layers, len(CLASSES), cfg.num_experts), np.int64)
     for i in range(0, len(windows), batch_size):
-        x, c = windows[i:i + batch_size], classes[i:i + batch_size]
+        x, c = windows[i : i + batch_size], classes[i : i + batch_size]
         if len(x) < batch_size:
             pad = batch_size - len(x)
             x = np.concatenate([x, np.zeros((pad, x.shape[1]), x.dtype)])
@@ -181,18 +185,23 @@ def plot_routing(counts: np.ndarray, path, title: str) -> None:
     axes = fig.subplots(1, L, squeeze=False)
     for layer, ax in enumerate(axes[0]):
         cond = counts[layer] / np.maximum(counts[layer].sum(1, keepdims=True), 1)
-        im = ax.imshow(cond, vmin=0, vmax=max(0.5, float(cond.max())), cmap="viridis",
-                       aspect="auto")
+        im = ax.imshow(
+            cond, vmin=0, vmax=max(0.5, float(cond.max())), cmap="viridis", aspect="auto"
+        )
         ax.set_xticks(range(E))
         ax.set_xlabel("expert")
         ax.set_yticks(range(C))
         share = counts[layer].sum(1) / max(counts[layer].sum(), 1)
-        ax.set_yticklabels([f"{c} ({100 * f:.0f}%)" for c, f in zip(CLASSES, share, strict=True)]
-                           if layer == 0 else [""] * C)
+        ax.set_yticklabels(
+            [f"{c} ({100 * f:.0f}%)" for c, f in zip(CLASSES, share, strict=True)]
+            if layer == 0
+            else [""] * C
+        )
         mi = mutual_information(counts[layer])
         ax.set_title(f"layer {layer}: I = {mi:.3f} bits", fontsize=10)
-    fig.colorbar(im, ax=axes[0].tolist(),
-                 label="share of the class's expert choices (uniform: 1/8)")
+    fig.colorbar(
+        im, ax=axes[0].tolist(), label="share of the class's expert choices (uniform: 1/8)"
+    )
     fig.suptitle(title, fontsize=11)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
@@ -205,10 +214,13 @@ def greedy_continuations(model, tokenizer, prompts=PROMPTS, max_new_tokens: int 
 
     ids = [tokenizer.encode(p, bos=True) for p in prompts]
     max_new_tokens = min(max_new_tokens, model.cfg.sequence_len // 2)
-    res = generate(model, ids, tokenizer, max_new_tokens=max_new_tokens, temperature=0.0,
-                   truncate="left")
-    return [dict(prompt=p, continuation=tokenizer.decode(t))
-            for p, t in zip(prompts, res.tokens, strict=True)]
+    res = generate(
+        model, ids, tokenizer, max_new_tokens=max_new_tokens, temperature=0.0, truncate="left"
+    )
+    return [
+        dict(prompt=p, continuation=tokenizer.decode(t))
+        for p, t in zip(prompts, res.tokens, strict=True)
+    ]
 
 
 def distinct_2(ids) -> float:
@@ -227,18 +239,30 @@ def repetition(model, tokenizer, prompts=PROMPTS, new_tokens: int = 200) -> dict
     ids = [tokenizer.encode(p, bos=True) for p in prompts]
     longest = max(len(i) for i in ids)
     if longest + new_tokens > model.cfg.sequence_len:
-        raise ValueError(f"{longest} prompt + {new_tokens} new tokens exceed the model's "
-                         f"{model.cfg.sequence_len}-token context")
+        raise ValueError(
+            f"{longest} prompt + {new_tokens} new tokens exceed the model's "
+            f"{model.cfg.sequence_len}-token context"
+        )
     res = generate(model, ids, tokenizer, max_new_tokens=new_tokens, temperature=0.0)
     per = [distinct_2(t) for t in res.tokens]
-    return dict(new_tokens=new_tokens, tokens=[len(t) for t in res.tokens],
-                distinct_2=per, distinct_2_mean=float(np.mean(per)))
+    return dict(
+        new_tokens=new_tokens,
+        tokens=[len(t) for t in res.tokens],
+        distinct_2=per,
+        distinct_2_mean=float(np.mean(per)),
+    )
 
 
 # --------------------------------------------------------------------------------------- main
-def evaluate(demo_dir=None, float_ckpt=None, eval_windows: int | None = None,
-             route_windows: int = 64,
-             figure=None, samples: bool = True, seed: int = 0) -> dict:
+def evaluate(
+    demo_dir=None,
+    float_ckpt=None,
+    eval_windows: int | None = None,
+    route_windows: int = 64,
+    figure=None,
+    samples: bool = True,
+    seed: int = 0,
+) -> dict:
     import sentencepiece as spm
 
     from grok_flax.checkpoint import load_checkpoint
@@ -256,15 +280,18 @@ def evaluate(demo_dir=None, float_ckpt=None, eval_windows: int | None = None,
     held, held_cls = class_stream(sp, held_docs)
     train_stream = corpus.encode_documents(sp, train_docs)
     windows = heldout_windows(held, seq, eval_windows)
-    res: dict = dict(python=sys.version.split()[0], heldout_docs=len(held_docs),
-                     heldout_tokens=int(len(held)), eval_windows=int(len(windows)),
-                     eval_tokens=int(len(windows) * seq))
+    res: dict = dict(
+        python=sys.version.split()[0],
+        heldout_docs=len(held_docs),
+        heldout_tokens=int(len(held)),
+        eval_windows=int(len(windows)),
+        eval_tokens=int(len(windows) * seq),
+    )
     res["unigram_ce"] = corpus.unigram_loss(train_stream, windows[:, 1:], cfg.vocab_size)
     res["heldout_ce_int8"] = evaluate_loss(model, windows)
     if float_ckpt is not None:
         fcfg = GrokConfig.from_json(Path(float_ckpt) / "config.json")
-        fmodel = load_checkpoint(float_ckpt, fcfg.replace(compute_dtype="float32"),
-                                 progress=False)
+        fmodel = load_checkpoint(float_ckpt, fcfg.replace(compute_dtype="float32"), progress=False)
         res["heldout_ce_float"] = evaluate_loss(fmodel, windows)
         del fmodel
     for k in ("unigram_ce", "heldout_ce_int8", "heldout_ce_float"):
@@ -277,27 +304,34 @@ def evaluate(demo_dir=None, float_ckpt=None, eval_windows: int | None = None,
     rc = heldout_windows(held_cls, seq, route_windows)
     x, c = rw[:, :-1], rc[:, :-1]
     trained = routing_counts(model, x, c)
-    init = routing_counts(init_model(cfg.replace(quantized=False, compute_dtype="float32"),
-                                     seed, 0.25), x, c)
+    init = routing_counts(
+        init_model(cfg.replace(quantized=False, compute_dtype="float32"), seed, 0.25), x, c
+    )
     rng = np.random.default_rng(seed)
     shuffled_c = np.where(c >= 0, rng.permutation(c.reshape(-1)).reshape(c.shape), SPECIAL)
     shuffled = routing_counts(model, x, np.where(c >= 0, shuffled_c, SPECIAL))
     res["routing"] = dict(
-        tokens=int((c >= 0).sum()), classes=list(CLASSES),
+        tokens=int((c >= 0).sum()),
+        classes=list(CLASSES),
         class_share=(trained[0].sum(1) / trained[0].sum()).round(4).tolist(),
         H_class_bits=entropy(trained[0].sum(1)),
         mi_bits_per_layer=[mutual_information(t) for t in trained],
         mi_bits_init_model=[mutual_information(t) for t in init],
         mi_bits_shuffled_classes=[mutual_information(t) for t in shuffled],
         expert_entropy_bits=[entropy(t.sum(0)) for t in trained],
-        expert_load=[(t.sum(0) / t.sum()).round(4).tolist() for t in trained])
+        expert_load=[(t.sum(0) / t.sum()).round(4).tolist() for t in trained],
+    )
     r = res["routing"]
     r["mi_bits_mean"] = float(np.mean(r["mi_bits_per_layer"]))
     r["mi_bits_init_mean"] = float(np.mean(r["mi_bits_init_model"]))
     r["mi_bits_shuffled_mean"] = float(np.mean(r["mi_bits_shuffled_classes"]))
     if figure is not None:
-        plot_routing(trained, figure, f"demo model routing by token class "
-                     f"({r['tokens']:,} held-out tokens; mean I = {r['mi_bits_mean']:.3f} bits)")
+        plot_routing(
+            trained,
+            figure,
+            f"demo model routing by token class "
+            f"({r['tokens']:,} held-out tokens; mean I = {r['mi_bits_mean']:.3f} bits)",
+        )
     if samples:
         res["samples"] = greedy_continuations(model, tok)
         res["repetition"] = repetition(model, tok)
@@ -309,26 +343,43 @@ def _bits_per_byte(ce: float, windows: np.ndarray, sp) -> float:
     """Nats/token -> bits per UTF-8 byte of the predicted tokens."""
     targets = windows[:, 1:].reshape(-1)
     targets = targets[targets > corpus.UNK_ID]
-    nbytes = sum(len(sp.decode([int(t)]).encode()) if not sp.is_byte(int(t)) else 1
-                 for t in targets)
+    nbytes = sum(
+        len(sp.decode([int(t)]).encode()) if not sp.is_byte(int(t)) else 1 for t in targets
+    )
     return ce * len(targets) / math.log(2) / max(nbytes, 1)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m grok_flax.demo.eval", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m grok_flax.demo.eval",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--dir", default=None, help="the demo folder (default: the bundled one)")
-    p.add_argument("--float-ckpt", default=None,
-                   help="float weights written by `python -m grok_flax.demo.train --float-out`")
-    p.add_argument("--eval-windows", type=int, default=None,
-                   help="held-out windows for the loss (default: all of them)")
+    p.add_argument(
+        "--float-ckpt",
+        default=None,
+        help="float weights written by `python -m grok_flax.demo.train --float-out`",
+    )
+    p.add_argument(
+        "--eval-windows",
+        type=int,
+        default=None,
+        help="held-out windows for the loss (default: all of them)",
+    )
     p.add_argument("--route-windows", type=int, default=64)
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("--figure", default=None, help="per-class expert histogram PNG")
     p.add_argument("--no-samples", action="store_true")
     args = p.parse_args(argv)
-    res = evaluate(args.dir, args.float_ckpt, args.eval_windows, args.route_windows,
-                   args.figure, samples=not args.no_samples)
+    res = evaluate(
+        args.dir,
+        args.float_ckpt,
+        args.eval_windows,
+        args.route_windows,
+        args.figure,
+        samples=not args.no_samples,
+    )
     text = json.dumps(res, indent=1) + "\n"
     if args.json:
         Path(args.json).write_text(text)

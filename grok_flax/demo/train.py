@@ -68,23 +68,42 @@ def model_config(smoke: bool = False, vocab_size: int = 4096, seq_len: int = 256
     """The architecture trained: ``GrokConfig.small()`` (or a tiny one for smoke runs), with
     float linears, float32 compute and the training-friendly algorithms (same function)."""
     if smoke:
-        cfg = GrokConfig.small(num_layers=2, emb_size=64, key_size=16, num_q_heads=4,
-                               num_kv_heads=2, widening_factor=2.0,
-                               embedding_multiplier_scale=8.0, output_multiplier_scale=0.125,
-                               attn_output_multiplier=0.25, moe_out_scale_blocks=4,
-                               attn_out_scale_blocks=4)
+        cfg = GrokConfig.small(
+            num_layers=2,
+            emb_size=64,
+            key_size=16,
+            num_q_heads=4,
+            num_kv_heads=2,
+            widening_factor=2.0,
+            embedding_multiplier_scale=8.0,
+            output_multiplier_scale=0.125,
+            attn_output_multiplier=0.25,
+            moe_out_scale_blocks=4,
+            attn_out_scale_blocks=4,
+        )
     else:
         cfg = GrokConfig.small()
-    return cfg.replace(vocab_size=vocab_size, sequence_len=seq_len, quantized=False,
-                       compute_dtype="float32", attention_impl="naive", moe_impl="tiled",
-                       moe_tile=128)
+    return cfg.replace(
+        vocab_size=vocab_size,
+        sequence_len=seq_len,
+        quantized=False,
+        compute_dtype="float32",
+        attention_impl="naive",
+        moe_impl="tiled",
+        moe_tile=128,
+    )
 
 
 def release_config(cfg: GrokConfig) -> GrokConfig:
     """The config written next to the checkpoint: int8 linears and the inference defaults."""
-    return cfg.replace(quantized=True, compute_dtype="auto", attention_impl="chunked",
-                       moe_impl="sparse", moe_tile=GrokConfig.moe_tile,
-                       attention_chunk=min(GrokConfig.attention_chunk, cfg.sequence_len))
+    return cfg.replace(
+        quantized=True,
+        compute_dtype="auto",
+        attention_impl="chunked",
+        moe_impl="sparse",
+        moe_tile=GrokConfig.moe_tile,
+        attention_chunk=min(GrokConfig.attention_chunk, cfg.sequence_len),
+    )
 
 
 # ------------------------------------------------------------------------------------ losses
@@ -118,8 +137,7 @@ def lm_loss(model: Grok, inputs, targets, aux_weight: float):
     """(total loss, metrics) for one batch: cross-entropy + aux_weight × load balancing."""
     logits, caught = model(inputs, capture=("routing",))
     ce, n = cross_entropy(logits, targets, model.cfg.pad_token)
-    aux = load_balance_loss(caught["router_probs"], caught["experts"],
-                            inputs > model.cfg.pad_token)
+    aux = load_balance_loss(caught["router_probs"], caught["experts"], inputs > model.cfg.pad_token)
     loss = ce + aux_weight * aux
     return loss, dict(loss=loss, ce=ce, aux=aux, tokens=n)
 
@@ -146,9 +164,11 @@ def decay_mask(params):
     Chosen by where a parameter lives, not by its rank: with stacked layers the RMSNorm
     scales are ``[L, D]`` and the router is ``[L, D, E]``, as many axes as a linear weight.
     """
+
     def decay(path, leaf):
         names = {str(getattr(p, "key", getattr(p, "name", p))) for p in path}
         return bool(names & {"attn", "moe"}) and "scale" not in names
+
     return jax.tree_util.tree_map_with_path(decay, params)
 
 
@@ -156,12 +176,18 @@ def make_optimizer(model: Grok, s: TrainSettings):
     import optax
 
     schedule = optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=s.lr, warmup_steps=min(s.warmup_steps, max(s.steps - 1, 1)),
-        decay_steps=max(s.steps, 2), end_value=s.lr * s.end_lr_ratio)
+        init_value=0.0,
+        peak_value=s.lr,
+        warmup_steps=min(s.warmup_steps, max(s.steps - 1, 1)),
+        decay_steps=max(s.steps, 2),
+        end_value=s.lr * s.end_lr_ratio,
+    )
     tx = optax.chain(
         optax.clip_by_global_norm(s.clip_norm),
-        optax.adamw(schedule, b1=0.9, b2=0.95, eps=1e-8, weight_decay=s.weight_decay,
-                    mask=decay_mask))
+        optax.adamw(
+            schedule, b1=0.9, b2=0.95, eps=1e-8, weight_decay=s.weight_decay, mask=decay_mask
+        ),
+    )
     return nnx.Optimizer(model, tx, wrt=nnx.Param), schedule
 
 
@@ -202,7 +228,7 @@ def evaluate_loss(model: Grok, windows: np.ndarray, batch_size: int = 8) -> floa
     """Token-weighted mean cross-entropy (nats) of next-token prediction over ``windows``."""
     total, count = 0.0, 0.0
     for i in range(0, len(windows), batch_size):
-        w = windows[i:i + batch_size]
+        w = windows[i : i + batch_size]
         if len(w) < batch_size:  # pad the last batch with pad rows (ignored targets)
             w = np.concatenate([w, np.zeros((batch_size - len(w), w.shape[1]), w.dtype)])
         s, n = _eval_step(model, jnp.asarray(w[:, :-1]), jnp.asarray(w[:, 1:]))
@@ -226,8 +252,9 @@ class Data:
     heldout_docs: int
 
 
-def prepare_data(out: Path, vocab_size: int, doc_limit: int | None = None,
-                 tokenizer_max_bytes: int | None = None) -> Data:
+def prepare_data(
+    out: Path, vocab_size: int, doc_limit: int | None = None, tokenizer_max_bytes: int | None = None
+) -> Data:
     """Corpus -> ``out/tokenizer.model`` -> token streams (train, held-out)."""
     import sentencepiece as spm
 
@@ -235,14 +262,20 @@ def prepare_data(out: Path, vocab_size: int, doc_limit: int | None = None,
     held_docs = corpus.stdlib_documents(split="heldout", limit=doc_limit)
     if not train_docs or not held_docs:
         raise RuntimeError(f"no stdlib sources found under {corpus.stdlib_root()}")
-    model_path = corpus.train_tokenizer(train_docs, out / "tokenizer", vocab_size,
-                                        max_bytes=tokenizer_max_bytes)
+    model_path = corpus.train_tokenizer(
+        train_docs, out / "tokenizer", vocab_size, max_bytes=tokenizer_max_bytes
+    )
     vocab_file = out / "tokenizer.vocab"
     if vocab_file.exists():
         vocab_file.unlink()
     sp = spm.SentencePieceProcessor(model_file=str(model_path))
-    return Data(model_path, corpus.encode_documents(sp, train_docs),
-                corpus.encode_documents(sp, held_docs), len(train_docs), len(held_docs))
+    return Data(
+        model_path,
+        corpus.encode_documents(sp, train_docs),
+        corpus.encode_documents(sp, held_docs),
+        len(train_docs),
+        len(held_docs),
+    )
 
 
 # ------------------------------------------------------------------------------------ export
@@ -270,25 +303,34 @@ def bundle_bytes(out: Path) -> int:
 
 
 # ------------------------------------------------------------------------------------- train
-def train(out: str | os.PathLike, settings: TrainSettings = TrainSettings(), *,
-          smoke: bool = False, plot: str | os.PathLike | None = None,
-          float_out: str | os.PathLike | None = None, doc_limit: int | None = None,
-          final_eval_windows: int = 256, progress: bool = True) -> dict:
+def train(
+    out: str | os.PathLike,
+    settings: TrainSettings = TrainSettings(),
+    *,
+    smoke: bool = False,
+    plot: str | os.PathLike | None = None,
+    float_out: str | os.PathLike | None = None,
+    doc_limit: int | None = None,
+    final_eval_windows: int = 256,
+    progress: bool = True,
+) -> dict:
     """The whole pipeline; returns (and writes to ``out/train_summary.json``) a summary."""
     s = settings
     t_start = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    data = prepare_data(out, s.vocab_size, doc_limit=doc_limit,
-                        tokenizer_max_bytes=2_000_000 if smoke else None)
+    data = prepare_data(
+        out, s.vocab_size, doc_limit=doc_limit, tokenizer_max_bytes=2_000_000 if smoke else None
+    )
     cfg = model_config(smoke, s.vocab_size, s.seq_len)
     model = init_model(cfg, s.seed, s.embed_init_std)
     optimizer, schedule = make_optimizer(model, s)
     step_fn = make_train_step(s.aux_weight)
     rng = np.random.default_rng(s.seed)
     eval_w = heldout_windows(data.heldout, s.seq_len, s.eval_windows)
-    unigram = corpus.unigram_loss(data.train, heldout_windows(data.heldout, s.seq_len)[:, 1:],
-                                  cfg.vocab_size)
+    unigram = corpus.unigram_loss(
+        data.train, heldout_windows(data.heldout, s.seq_len)[:, 1:], cfg.vocab_size
+    )
     n_params = param_count(model)
     log: list[dict] = []
     evals: list[dict] = []
@@ -320,8 +362,10 @@ def train(out: str | os.PathLike, settings: TrainSettings = TrainSettings(), *,
         if s.stop_at is not None and not last and step + 1 >= s.stop_at:
             why = f"--stop-at {s.stop_at}"
         if why:
-            stopped_early = (f"stopped by {why} after {step + 1} of {s.steps} steps (reproduce "
-                             f"with --steps {s.steps} --stop-at {step + 1})")
+            stopped_early = (
+                f"stopped by {why} after {step + 1} of {s.steps} steps (reproduce "
+                f"with --steps {s.steps} --stop-at {step + 1})"
+            )
             if not evals or evals[-1]["step"] != step + 1:
                 evals.append(dict(step=step + 1, heldout_ce=evaluate_loss(model, eval_w)))
             break
@@ -338,18 +382,29 @@ def train(out: str | os.PathLike, settings: TrainSettings = TrainSettings(), *,
     int8_loss = evaluate_loss(q_model, final_w)
     summary = dict(
         command=" ".join(["python -m grok_flax.demo.train", *sys.argv[1:]]) if not smoke else None,
-        settings=dataclasses.asdict(s), smoke=smoke, python=sys.version.split()[0],
-        train_docs=data.train_docs, heldout_docs=data.heldout_docs,
-        train_tokens=int(len(data.train)), heldout_tokens=int(len(data.heldout)),
-        tokens_seen=int(len(log) * s.batch_size * s.seq_len), steps_done=len(log),
-        stopped_early=stopped_early, params=n_params, train_seconds=train_seconds,
+        settings=dataclasses.asdict(s),
+        smoke=smoke,
+        python=sys.version.split()[0],
+        train_docs=data.train_docs,
+        heldout_docs=data.heldout_docs,
+        train_tokens=int(len(data.train)),
+        heldout_tokens=int(len(data.heldout)),
+        tokens_seen=int(len(log) * s.batch_size * s.seq_len),
+        steps_done=len(log),
+        stopped_early=stopped_early,
+        params=n_params,
+        train_seconds=train_seconds,
         total_seconds=time.perf_counter() - t_start,
         heldout_eval_tokens=int((final_w[:, 1:] != corpus.PAD_ID).sum()),
-        unigram_ce=unigram, heldout_ce_float=float_loss, heldout_ce_int8=int8_loss,
-        heldout_ppl_int8=math.exp(int8_loss), unigram_ppl=math.exp(unigram),
-        bundle_bytes=bundle_bytes(out), evals=evals,
-        log=[{k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items()}
-             for r in log])
+        unigram_ce=unigram,
+        heldout_ce_float=float_loss,
+        heldout_ce_int8=int8_loss,
+        heldout_ppl_int8=math.exp(int8_loss),
+        unigram_ppl=math.exp(unigram),
+        bundle_bytes=bundle_bytes(out),
+        evals=evals,
+        log=[{k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items()} for r in log],
+    )
     (out / "train_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     if plot is not None:
         plot_loss(summary, plot)
@@ -368,12 +423,23 @@ def plot_loss(summary: dict, path: str | os.PathLike) -> None:
     fig = Figure(figsize=(11, 4))
     a1, a2 = fig.subplots(1, 2, gridspec_kw=dict(width_ratios=[3, 2]))
     a1.plot(steps, ce, color="0.8", lw=0.8, label="train CE (per batch)")
-    a1.plot(steps[k - 1:], smooth, color="C0", label=f"train CE ({k}-step mean)")
+    a1.plot(steps[k - 1 :], smooth, color="C0", label=f"train CE ({k}-step mean)")
     ev = summary["evals"]
-    a1.plot([e["step"] for e in ev], [e["heldout_ce"] for e in ev], "o-", color="C3", ms=3,
-            label="held-out CE")
-    a1.axhline(summary["unigram_ce"], color="k", ls="--", lw=1,
-               label=f"unigram baseline ({summary['unigram_ce']:.2f})")
+    a1.plot(
+        [e["step"] for e in ev],
+        [e["heldout_ce"] for e in ev],
+        "o-",
+        color="C3",
+        ms=3,
+        label="held-out CE",
+    )
+    a1.axhline(
+        summary["unigram_ce"],
+        color="k",
+        ls="--",
+        lw=1,
+        label=f"unigram baseline ({summary['unigram_ce']:.2f})",
+    )
     a1.set_xlabel("step")
     a1.set_ylabel("cross-entropy (nats/token)")
     a1.set_ylim(0, max(9.0, float(ce[:5].max()) if len(ce) else 9.0))
@@ -392,19 +458,36 @@ def plot_loss(summary: dict, path: str | os.PathLike) -> None:
 # --------------------------------------------------------------------------------------- cli
 def main(argv: list[str] | None = None) -> int:
     d = TrainSettings()
-    p = argparse.ArgumentParser(prog="python -m grok_flax.demo.train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default=None,
-                   help="output folder (ckpt-0/, tokenizer.model, config.json, "
-                        "train_summary.json); default: a temp dir with --smoke, else required")
-    p.add_argument("--smoke", action="store_true",
-                   help="tiny config, few docs and steps: the CI check of the pipeline")
+    p = argparse.ArgumentParser(
+        prog="python -m grok_flax.demo.train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output folder (ckpt-0/, tokenizer.model, config.json, "
+        "train_summary.json); default: a temp dir with --smoke, else required",
+    )
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny config, few docs and steps: the CI check of the pipeline",
+    )
     p.add_argument("--steps", type=int, default=None, help=f"optimizer steps (default {d.steps})")
-    p.add_argument("--minutes", type=float, default=None,
-                   help="wall-clock cap on training; stops early (and says so) if reached")
-    p.add_argument("--stop-at", type=int, default=None,
-                   help="stop after this many steps of the --steps-long schedule (the exact "
-                        "replay of a run that --minutes cut short)")
+    p.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help="wall-clock cap on training; stops early (and says so) if reached",
+    )
+    p.add_argument(
+        "--stop-at",
+        type=int,
+        default=None,
+        help="stop after this many steps of the --steps-long schedule (the exact "
+        "replay of a run that --minutes cut short)",
+    )
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--seq-len", type=int, default=None)
@@ -414,33 +497,60 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--embed-init-std", type=float, default=d.embed_init_std)
     p.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
     p.add_argument("--plot", default=None, help="loss-curve PNG (default: OUT/loss_curve.png)")
-    p.add_argument("--float-out", default=None,
-                   help="also write the float (unquantized) weights here, outside the bundle")
+    p.add_argument(
+        "--float-out",
+        default=None,
+        help="also write the float (unquantized) weights here, outside the bundle",
+    )
     args = p.parse_args(argv)
     if args.smoke:
-        s = TrainSettings(steps=args.steps or 30, batch_size=args.batch_size,
-                          seq_len=args.seq_len or 64, lr=args.lr, warmup_steps=5,
-                          aux_weight=args.aux_weight, seed=args.seed, eval_every=10,
-                          eval_windows=4, vocab_size=args.vocab_size or 512,
-                          minutes=args.minutes, stop_at=args.stop_at)
+        s = TrainSettings(
+            steps=args.steps or 30,
+            batch_size=args.batch_size,
+            seq_len=args.seq_len or 64,
+            lr=args.lr,
+            warmup_steps=5,
+            aux_weight=args.aux_weight,
+            seed=args.seed,
+            eval_every=10,
+            eval_windows=4,
+            vocab_size=args.vocab_size or 512,
+            minutes=args.minutes,
+            stop_at=args.stop_at,
+        )
         out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="grok_smoke_"))
     else:
         if args.out is None:
             p.error("--out is required (e.g. --out grok_flax/demo/bundled)")
-        s = TrainSettings(steps=args.steps or d.steps, batch_size=args.batch_size,
-                          seq_len=args.seq_len or d.seq_len, lr=args.lr,
-                          aux_weight=args.aux_weight, seed=args.seed,
-                          vocab_size=args.vocab_size or d.vocab_size, minutes=args.minutes,
-                          embed_init_std=args.embed_init_std, warmup_steps=args.warmup_steps,
-                          stop_at=args.stop_at)
+        s = TrainSettings(
+            steps=args.steps or d.steps,
+            batch_size=args.batch_size,
+            seq_len=args.seq_len or d.seq_len,
+            lr=args.lr,
+            aux_weight=args.aux_weight,
+            seed=args.seed,
+            vocab_size=args.vocab_size or d.vocab_size,
+            minutes=args.minutes,
+            embed_init_std=args.embed_init_std,
+            warmup_steps=args.warmup_steps,
+            stop_at=args.stop_at,
+        )
         out = Path(args.out)
-    summary = train(out, s, smoke=args.smoke, plot=args.plot or out / "loss_curve.png",
-                    float_out=args.float_out, doc_limit=40 if args.smoke else None,
-                    final_eval_windows=8 if args.smoke else 256)
-    print(f"wrote {out}: {summary['bundle_bytes'] / 1e6:.2f} MB; "
-          f"{summary['steps_done']} steps in {summary['train_seconds'] / 60:.1f} min; "
-          f"held-out CE float {summary['heldout_ce_float']:.3f} / int8 "
-          f"{summary['heldout_ce_int8']:.3f} nats (unigram {summary['unigram_ce']:.3f})")
+    summary = train(
+        out,
+        s,
+        smoke=args.smoke,
+        plot=args.plot or out / "loss_curve.png",
+        float_out=args.float_out,
+        doc_limit=40 if args.smoke else None,
+        final_eval_windows=8 if args.smoke else 256,
+    )
+    print(
+        f"wrote {out}: {summary['bundle_bytes'] / 1e6:.2f} MB; "
+        f"{summary['steps_done']} steps in {summary['train_seconds'] / 60:.1f} min; "
+        f"held-out CE float {summary['heldout_ce_float']:.3f} / int8 "
+        f"{summary['heldout_ce_int8']:.3f} nats (unigram {summary['unigram_ce']:.3f})"
+    )
     if summary["stopped_early"]:
         print(summary["stopped_early"])
     return 0

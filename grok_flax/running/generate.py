@@ -32,9 +32,13 @@ from grok_flax.scale.distributed import gather
 from grok_flax.scale.sharding import create_sharded, put_global
 
 # what JAX reports while it traces, lowers and compiles a program (jax.monitoring events)
-_COMPILE_EVENTS = frozenset({"/jax/core/compile/jaxpr_trace_duration",
-                             "/jax/core/compile/jaxpr_to_mlir_module_duration",
-                             "/jax/core/compile/backend_compile_duration"})
+_COMPILE_EVENTS = frozenset(
+    {
+        "/jax/core/compile/jaxpr_trace_duration",
+        "/jax/core/compile/jaxpr_to_mlir_module_duration",
+        "/jax/core/compile/backend_compile_duration",
+    }
+)
 _compile_seconds = [0.0]  # trace + lower + compile seconds in this process so far
 
 
@@ -83,12 +87,15 @@ class GenerationResult:
 
     def speed(self) -> str:
         """The one-line speed report of the demo, the command line and the notebooks."""
+
         def rate(x):
             return "n/a" if x != x else f"{x:.0f} tok/s"
 
-        return (f"prefill {rate(self.prefill_tokens_per_s)}, decode "
-                f"{rate(self.decode_tokens_per_s)} (steady), compilation "
-                f"{self.compile_seconds:.1f} s")
+        return (
+            f"prefill {rate(self.prefill_tokens_per_s)}, decode "
+            f"{rate(self.decode_tokens_per_s)} (steady), compilation "
+            f"{self.compile_seconds:.1f} s"
+        )
 
 
 def _bucket(n: int, lo: int, hi: int) -> int:
@@ -101,16 +108,25 @@ def _bucket(n: int, lo: int, hi: int) -> int:
 class Generator:
     """Prefill + KV-cached decode for a ``Grok`` model (any mesh it is sharded on)."""
 
-    def __init__(self, model, tokenizer=None, *, max_len: int | None = None,
-                 prefill_chunk: int = 512, min_bucket: int = 16, mesh=None,
-                 eos_token: int | None = None):
+    def __init__(
+        self,
+        model,
+        tokenizer=None,
+        *,
+        max_len: int | None = None,
+        prefill_chunk: int = 512,
+        min_bucket: int = 16,
+        mesh=None,
+        eos_token: int | None = None,
+    ):
         cfg = model.cfg
         self.eos_token = cfg.eos_token if eos_token is None else int(eos_token)
         self.model, self.tokenizer, self.cfg, self.mesh = model, tokenizer, cfg, mesh
         self.max_len = cfg.sequence_len if max_len is None else int(max_len)
         if not 1 <= self.max_len <= cfg.sequence_len:
-            raise ValueError(f"max_len must be in [1, sequence_len={cfg.sequence_len}], "
-                             f"got {max_len}")
+            raise ValueError(
+                f"max_len must be in [1, sequence_len={cfg.sequence_len}], got {max_len}"
+            )
         if prefill_chunk < 1 or min_bucket < 1:
             raise ValueError("prefill_chunk and min_bucket must be >= 1")
         self.prefill_chunk, self.min_bucket = prefill_chunk, min_bucket
@@ -129,8 +145,7 @@ class Generator:
         if isinstance(prompts, (np.ndarray, jax.Array)):  # token ids [T] or [B, T]
             prompts = np.asarray(prompts)
             prompts = [prompts.tolist()] if prompts.ndim == 1 else prompts.tolist()
-        if isinstance(prompts, str) or (len(prompts) and isinstance(prompts[0],
-                                                                     (int, np.integer))):
+        if isinstance(prompts, str) or (len(prompts) and isinstance(prompts[0], (int, np.integer))):
             prompts = [prompts]
         if not len(prompts):
             raise ValueError("no prompts given")
@@ -145,8 +160,9 @@ class Generator:
                 raise ValueError(f"prompt {i} is empty")
             bad = [t for t in ids if not 0 <= t < self.cfg.vocab_size]
             if bad:
-                raise ValueError(f"prompt {i} has token ids outside [0, "
-                                 f"{self.cfg.vocab_size}): {bad[:5]}")
+                raise ValueError(
+                    f"prompt {i} has token ids outside [0, {self.cfg.vocab_size}): {bad[:5]}"
+                )
             out.append(ids)
         return out
 
@@ -162,8 +178,10 @@ class Generator:
         if truncate not in (None, "left"):
             raise ValueError(f"truncate must be None or 'left', got {truncate!r}")
         if max_new_tokens >= self.max_len:
-            raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in "
-                             f"a context of {self.max_len}")
+            raise ValueError(
+                f"max_new_tokens={max_new_tokens} leaves no room for a prompt in "
+                f"a context of {self.max_len}"
+            )
         room = self.max_len - max_new_tokens
         ids = self._prompt_ids(prompts)
         for i, p in enumerate(ids):
@@ -172,14 +190,23 @@ class Generator:
                     raise ValueError(
                         f"prompt {i} has {len(p)} tokens; with max_new_tokens={max_new_tokens} "
                         f"the context of {self.max_len} leaves room for {room}. Shorten it, "
-                        f"lower max_new_tokens, or pass truncate='left' to drop its start.")
-                ids[i] = p[len(p) - room:]
+                        f"lower max_new_tokens, or pass truncate='left' to drop its start."
+                    )
+                ids[i] = p[len(p) - room :]
         return ids
 
     # --- the loop ---
-    def stream(self, prompts, *, max_new_tokens: int = 32, temperature: float = 0.0,
-               top_p: float = 1.0, top_k: int = 0, seed: int | Sequence[int] = 0,
-               truncate: str | None = None) -> Iterator[list[int | None]]:
+    def stream(
+        self,
+        prompts,
+        *,
+        max_new_tokens: int = 32,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        seed: int | Sequence[int] = 0,
+        truncate: str | None = None,
+    ) -> Iterator[list[int | None]]:
         """Yield, per step, each row's new token (None once the row has finished).
 
         The final ``GenerationResult`` is the generator's return value (and ``self.last``).
@@ -191,8 +218,11 @@ class Generator:
             raise ValueError(f"{len(seeds)} seeds for {B} prompts")
         put = self._put
         keys = jax.vmap(jax.random.key)(put(np.asarray(seeds, np.uint32)))
-        settings = (put(np.full((B,), temperature, np.float32)),
-                    put(np.full((B,), top_p, np.float32)), put(np.full((B,), top_k, np.int32)))
+        settings = (
+            put(np.full((B,), temperature, np.float32)),
+            put(np.full((B,), top_p, np.float32)),
+            put(np.full((B,), top_k, np.int32)),
+        )
         lengths = np.array([len(p) for p in ids])
         T = _bucket(int(lengths.max()), self.min_bucket, self.max_len)
         P = min(self.prefill_chunk, T)
@@ -215,9 +245,16 @@ class Generator:
         for c in range(n_chunks):
             chunk_len = np.clip(lengths - c * P, 0, P).astype(np.int32)
             mem_state, last = prefill_step(
-                self.graph, self.params, mem_graph, mem_state,
-                put(padded[:, c * P:(c + 1) * P]), put(chunk_len), last,
-                put(end_chunk == c), put(end_idx.astype(np.int32)))
+                self.graph,
+                self.params,
+                mem_graph,
+                mem_state,
+                put(padded[:, c * P : (c + 1) * P]),
+                put(chunk_len),
+                last,
+                put(end_chunk == c),
+                put(end_idx.astype(np.int32)),
+            )
         candidates = candidates_for(top_k, cfg.vocab_size) if temperature > 0 else None
         token = gather(first_sample(last, keys, *settings, candidates=candidates))
         t1, c1 = time.perf_counter(), _compile_seconds[0]
@@ -242,9 +279,17 @@ class Generator:
             yield out
             if all(r is not None for r in reasons) or i == max_new_tokens - 1:
                 break
-            mem_state, tok = decode_step(self.graph, self.params, mem_graph, mem_state,
-                                         put(np.asarray(token, np.int32)), keys, i + 1,
-                                         *settings, candidates=candidates)
+            mem_state, tok = decode_step(
+                self.graph,
+                self.params,
+                mem_graph,
+                mem_state,
+                put(np.asarray(token, np.int32)),
+                keys,
+                i + 1,
+                *settings,
+                candidates=candidates,
+            )
             token = gather(tok)
             steps += 1
             if steps == 1:
@@ -253,12 +298,19 @@ class Generator:
         texts = None
         if self.tokenizer is not None:
             texts = [self.tokenizer.decode(t) for t in new]
-        self.last = GenerationResult(ids, new, [r or "length" for r in reasons], texts,
-                                     prefill_seconds=t1 - t0, decode_seconds=t2 - t1,
-                                     decode_steps=steps, first_step_seconds=first_step,
-                                     prefill_compile_seconds=c1 - c0,
-                                     decode_compile_seconds=c2 - c1,
-                                     timings=dict(bucket=T, chunk=P, chunks=n_chunks))
+        self.last = GenerationResult(
+            ids,
+            new,
+            [r or "length" for r in reasons],
+            texts,
+            prefill_seconds=t1 - t0,
+            decode_seconds=t2 - t1,
+            decode_steps=steps,
+            first_step_seconds=first_step,
+            prefill_compile_seconds=c1 - c0,
+            decode_compile_seconds=c2 - c1,
+            timings=dict(bucket=T, chunk=P, chunks=n_chunks),
+        )
         return self.last
 
     def generate(self, prompts, **kwargs) -> GenerationResult:
@@ -273,8 +325,11 @@ class Generator:
 
 def generate(model, prompts, tokenizer=None, **kwargs) -> GenerationResult:
     """One-shot: ``generate(model, "text" or [ids], tokenizer, max_new_tokens=..., ...)``."""
-    gen_kw = {k: kwargs.pop(k) for k in ("max_len", "prefill_chunk", "min_bucket", "mesh",
-                                         "eos_token") if k in kwargs}
+    gen_kw = {
+        k: kwargs.pop(k)
+        for k in ("max_len", "prefill_chunk", "min_bucket", "mesh", "eos_token")
+        if k in kwargs
+    }
     return Generator(model, tokenizer, **gen_kw).generate(prompts, **kwargs)
 
 
@@ -292,8 +347,8 @@ def stream_text(generator: Generator, prompt, **kwargs) -> Iterator[str]:
         text = tok.decode(ids)
         if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for its bytes
             continue
-        yield text[len(shown):]
+        yield text[len(shown) :]
         shown = text
     final = tok.decode(ids)
     if len(final) > len(shown):
-        yield final[len(shown):]
+        yield final[len(shown) :]

@@ -66,11 +66,20 @@ DEVICES: dict[str, tuple[str, int]] = {
     "tpu-v5p": ("Google TPU v5p (95 GiB HBM)", 95 * GiB),
     "tpu-v6e": ("Google TPU v6e Trillium (32 GiB HBM)", 32 * GiB),
 }
-DEVICE_ALIASES = {"a100": "a100-80", "v5e": "tpu-v5e", "v5p": "tpu-v5p", "v4": "tpu-v4",
-                  "v6e": "tpu-v6e", "tpu": "tpu-v5e", "trillium": "tpu-v6e", "mi300": "mi300x"}
+DEVICE_ALIASES = {
+    "a100": "a100-80",
+    "v5e": "tpu-v5e",
+    "v5p": "tpu-v5p",
+    "v4": "tpu-v4",
+    "v6e": "tpu-v6e",
+    "tpu": "tpu-v5e",
+    "trillium": "tpu-v6e",
+    "mi300": "mi300x",
+}
 
 
 # --- results ---------------------------------------------------------------------------------
+
 
 @dataclass
 class ProgramMemory:
@@ -140,6 +149,7 @@ class Plan:
 
 # --- accounting ------------------------------------------------------------------------------
 
+
 def _weight_kind(path: tuple, leaf_name: str | None) -> str:
     names = [str(getattr(p, "key", getattr(p, "name", p))) for p in path]
     if names and names[0] == "embed":
@@ -182,8 +192,13 @@ def analytic_weight_bytes(cfg: GrokConfig) -> dict[str, int]:
     linear = L * (D * Nq * H + 2 * D * Nk * H + Nq * H * D + 3 * E * D * F)
     out = {"embedding": V * D * p, "router": L * D * E * p, "norms": (4 * L + 1) * D * p}
     if cfg.quantized:
-        scales = L * (Nq * H + 2 * Nk * H + cfg.attn_out_scale_blocks * D
-                      + 2 * E * F + E * cfg.moe_out_scale_blocks * D)
+        scales = L * (
+            Nq * H
+            + 2 * Nk * H
+            + cfg.attn_out_scale_blocks * D
+            + 2 * E * F
+            + E * cfg.moe_out_scale_blocks * D
+        )
         out.update({"int8 linears": linear, "scales": scales * 2})  # bf16 scales
     else:
         out["float linears"] = linear * p
@@ -213,17 +228,32 @@ def _compile(name: str, step, args) -> ProgramMemory:
     t0 = time.perf_counter()
     compiled = step.lower(*args).compile()
     m = compiled.memory_analysis()
-    return ProgramMemory(name, int(m.argument_size_in_bytes), int(m.output_size_in_bytes),
-                         int(m.alias_size_in_bytes), int(m.temp_size_in_bytes),
-                         int(m.generated_code_size_in_bytes), time.perf_counter() - t0)
+    return ProgramMemory(
+        name,
+        int(m.argument_size_in_bytes),
+        int(m.output_size_in_bytes),
+        int(m.alias_size_in_bytes),
+        int(m.temp_size_in_bytes),
+        int(m.generated_code_size_in_bytes),
+        time.perf_counter() - t0,
+    )
 
 
 # --- the plan --------------------------------------------------------------------------------
 
-def plan(config: GrokConfig | str, mesh_shape: dict[str, int] | tuple[int, int] | str,
-         context: int = 8192, batch: int = 1, device_memory: int | str | None = None, *,
-         compile: bool = True, backend: str = "cpu", prefill_chunk: int | None = 512,
-         compute_dtype: str = "bfloat16") -> Plan:
+
+def plan(
+    config: GrokConfig | str,
+    mesh_shape: dict[str, int] | tuple[int, int] | str,
+    context: int = 8192,
+    batch: int = 1,
+    device_memory: int | str | None = None,
+    *,
+    compile: bool = True,
+    backend: str = "cpu",
+    prefill_chunk: int | None = 512,
+    compute_dtype: str = "bfloat16",
+) -> Plan:
     """Per-device memory of serving ``config`` on a ``(data, model)`` mesh.
 
     ``mesh_shape``: ``{"data": d, "model": m}``, ``(d, m)``, ``"data=1,model=8"``, or a mesh
@@ -251,8 +281,7 @@ def plan(config: GrokConfig | str, mesh_shape: dict[str, int] | tuple[int, int] 
     data, model = int(mesh_shape.get("data", 1)), int(mesh_shape.get("model", 1))
     if context < 1 or batch < 1:
         raise ValueError(f"context and batch must be >= 1, got {context}, {batch}")
-    cfg = cfg.replace(compute_dtype=compute_dtype,
-                      sequence_len=max(cfg.sequence_len, context))
+    cfg = cfg.replace(compute_dtype=compute_dtype, sequence_len=max(cfg.sequence_len, context))
     device, capacity = resolve_device_memory(device_memory)
 
     mesh = given if given is not None else _mesh(data, model, backend)
@@ -262,45 +291,73 @@ def plan(config: GrokConfig | str, mesh_shape: dict[str, int] | tuple[int, int] 
             f"compiling for a {data}×{model} mesh needs {data * model} {backend} devices, "
             f"{have} available: set XLA_FLAGS=--xla_force_host_platform_device_count="
             f"{data * model} (or jax.config.update('jax_num_cpu_devices', {data * model})) "
-            f"before JAX starts, or pass compile=False for the analytic figures only")
+            f"before JAX starts, or pass compile=False for the analytic figures only"
+        )
     gdef, state, mgdef, mstate = _abstract(cfg, batch, context)
     state = abstract_state(state, mesh)
     mstate = abstract_state(mstate, mesh)
     tok_sharding = batch_sharding(mesh, 2, batch=batch)
     result = Plan(
-        config=cfg, data=data, model=model, context=context, batch=batch,
-        weights=weight_bytes(state), weights_whole=weight_bytes(state, per_device=False),
-        kv=bytes_per_device(mstate), kv_whole=bytes_per_device(
-            jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), mstate)),
-        tokens=bytes_per_device(jax.ShapeDtypeStruct((batch, context), jnp.int32,
-                                                     sharding=tok_sharding)),
-        backend=backend if compile else "none", device=device, device_memory=capacity)
+        config=cfg,
+        data=data,
+        model=model,
+        context=context,
+        batch=batch,
+        weights=weight_bytes(state),
+        weights_whole=weight_bytes(state, per_device=False),
+        kv=bytes_per_device(mstate),
+        kv_whole=bytes_per_device(
+            jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), mstate)
+        ),
+        tokens=bytes_per_device(
+            jax.ShapeDtypeStruct((batch, context), jnp.int32, sharding=tok_sharding)
+        ),
+        backend=backend if compile else "none",
+        device=device,
+        device_memory=capacity,
+    )
 
     if compile:
         chunk = min(prefill_chunk or context, context)
 
         def arg(dtype, *shape):
-            return jax.ShapeDtypeStruct(shape, dtype,
-                                        sharding=batch_sharding(mesh, len(shape), batch=batch))
+            return jax.ShapeDtypeStruct(
+                shape, dtype, sharding=batch_sharding(mesh, len(shape), batch=batch)
+            )
 
         ints, f32 = partial(arg, jnp.int32), partial(arg, jnp.float32)
         # generate's own steps: a chunk of the prompt into the memory (keeping the logits of
         # rows that end in it), and one decode step with sampling
-        prefill_in = (ints(batch, chunk), ints(batch), arg(cfg.dtype, batch, cfg.vocab_size),
-                      arg(jnp.bool_, batch), ints(batch))
+        prefill_in = (
+            ints(batch, chunk),
+            ints(batch),
+            arg(cfg.dtype, batch, cfg.vocab_size),
+            arg(jnp.bool_, batch),
+            ints(batch),
+        )
         keys = jax.eval_shape(lambda: jax.vmap(jax.random.key)(jnp.zeros(batch, jnp.uint32)))
-        decode_in = (ints(batch), jax.ShapeDtypeStruct(keys.shape, keys.dtype,
-                                                       sharding=batch_sharding(mesh, 1,
-                                                                               batch=batch)),
-                     0, f32(batch), f32(batch), ints(batch))
+        decode_in = (
+            ints(batch),
+            jax.ShapeDtypeStruct(
+                keys.shape, keys.dtype, sharding=batch_sharding(mesh, 1, batch=batch)
+            ),
+            0,
+            f32(batch),
+            f32(batch),
+            ints(batch),
+        )
         what = "prompt" if chunk == context else f"{chunk}-token chunk"
         result.prefill_chunk = chunk
         result.tokens = bytes_per_device(prefill_in)
         result.programs = [
-            _compile(f"prefill ({what} → {context}-slot KV)", prefill_step,
-                     (gdef, state, mgdef, mstate, *prefill_in)),
-            _compile("decode (1 token + sampling)", decode_step,
-                     (gdef, state, mgdef, mstate, *decode_in)),
+            _compile(
+                f"prefill ({what} → {context}-slot KV)",
+                prefill_step,
+                (gdef, state, mgdef, mstate, *prefill_in),
+            ),
+            _compile(
+                "decode (1 token + sampling)", decode_step, (gdef, state, mgdef, mstate, *decode_in)
+            ),
         ]
     result.seconds = time.perf_counter() - t0
     return result
@@ -318,15 +375,25 @@ def resolve_device_memory(value) -> tuple[str | None, int | None]:
         return DEVICES[name]
     m = re.fullmatch(r"([0-9.]+)\s*(gib|gb|mib|mb|tib|tb|b)?", text)
     if not m:
-        raise ValueError(f"unknown device {value!r}: give bytes, e.g. '80GiB', or one of "
-                         f"{', '.join(DEVICES)}")
-    unit = {"gib": GiB, "gb": GB, "mib": MiB, "mb": 10**6, "tib": 2**40, "tb": 10**12,
-            "b": 1, None: 1}[m.group(2)]
+        raise ValueError(
+            f"unknown device {value!r}: give bytes, e.g. '80GiB', or one of {', '.join(DEVICES)}"
+        )
+    unit = {
+        "gib": GiB,
+        "gb": GB,
+        "mib": MiB,
+        "mb": 10**6,
+        "tib": 2**40,
+        "tb": 10**12,
+        "b": 1,
+        None: 1,
+    }[m.group(2)]
     n = int(float(m.group(1)) * unit)
     return f"{n / GiB:.1f} GiB", n
 
 
 # --- text ------------------------------------------------------------------------------------
+
 
 def _gb(n: int) -> str:
     return f"{n / GB:9.3f} GB {n / GiB:9.3f} GiB"
@@ -336,11 +403,15 @@ def format_plan(p: Plan) -> str:
     cfg = p.config
     lines = []
     quant = "int8 linears + bf16 scales" if cfg.quantized else f"{cfg.param_dtype} linears"
-    lines.append(f"Memory plan: {cfg.num_layers} layers, D={cfg.emb_size}, "
-                 f"{cfg.num_experts} experts, vocab {cfg.vocab_size} ({quant}, "
-                 f"{cfg.param_dtype} embedding)")
-    lines.append(f"mesh data={p.data} × model={p.model} ({p.devices} devices), context "
-                 f"{p.context}, batch {p.batch}, compute {cfg.compute_dtype}")
+    lines.append(
+        f"Memory plan: {cfg.num_layers} layers, D={cfg.emb_size}, "
+        f"{cfg.num_experts} experts, vocab {cfg.vocab_size} ({quant}, "
+        f"{cfg.param_dtype} embedding)"
+    )
+    lines.append(
+        f"mesh data={p.data} × model={p.model} ({p.devices} devices), context "
+        f"{p.context}, batch {p.batch}, compute {cfg.compute_dtype}"
+    )
     lines.append("")
     lines.append("per device (exact, from the sharded abstract state):")
 
@@ -356,64 +427,104 @@ def format_plan(p: Plan) -> str:
         est = "XLA:CPU estimates" if p.backend == "cpu" else f"XLA ({p.backend}) figures"
         lines.append("")
         lines.append(f"compiled programs, per device ({est}; arguments exact):")
-        lines.append(f"  {'program (GB)':<40} {'arguments':>10} {'outputs':>9} {'aliased':>9} "
-                     f"{'temp':>9} {'peak':>9}  compile")
+        lines.append(
+            f"  {'program (GB)':<40} {'arguments':>10} {'outputs':>9} {'aliased':>9} "
+            f"{'temp':>9} {'peak':>9}  compile"
+        )
         for m in p.programs:
-            lines.append(f"  {m.name:<40} {m.argument / GB:10.3f} {m.output / GB:9.3f} "
-                         f"{m.alias / GB:9.3f} {m.temp / GB:9.3f} {m.peak / GB:9.3f}"
-                         f"  {m.compile_seconds:5.1f} s")
+            lines.append(
+                f"  {m.name:<40} {m.argument / GB:10.3f} {m.output / GB:9.3f} "
+                f"{m.alias / GB:9.3f} {m.temp / GB:9.3f} {m.peak / GB:9.3f}"
+                f"  {m.compile_seconds:5.1f} s"
+            )
         prefill = p.programs[0]
         want = p.resident + p.tokens
         diff = (prefill.argument - want) / want
-        lines.append(f"  prefill arguments vs weights + KV memory + its other inputs: "
-                     f"{prefill.argument / GB:.3f} vs {want / GB:.3f} GB ({diff:+.3%})")
-        lines.append(f"  the prefill un-embeds only each row's last prompt token: "
-                     f"{p.batch}×{cfg.vocab_size} logits, not {p.batch}×"
-                     f"{p.prefill_chunk or p.context}×{cfg.vocab_size}")
+        lines.append(
+            f"  prefill arguments vs weights + KV memory + its other inputs: "
+            f"{prefill.argument / GB:.3f} vs {want / GB:.3f} GB ({diff:+.3%})"
+        )
+        lines.append(
+            f"  the prefill un-embeds only each row's last prompt token: "
+            f"{p.batch}×{cfg.vocab_size} logits, not {p.batch}×"
+            f"{p.prefill_chunk or p.context}×{cfg.vocab_size}"
+        )
         if p.backend == "cpu":
-            lines.append("  temp is XLA:CPU's figure: fusion, buffer reuse and bf16 handling "
-                         "differ on GPU/TPU")
+            lines.append(
+                "  temp is XLA:CPU's figure: fusion, buffer reuse and bf16 handling "
+                "differ on GPU/TPU"
+            )
     lines.append("")
     peak_what = "peak of the compiled programs" if p.programs else "weights + KV memory"
-    lines.append(f"needs per device: {p.peak / GB:.2f} GB ({p.peak / GiB:.2f} GiB) = "
-                 f"{peak_what}")
+    lines.append(f"needs per device: {p.peak / GB:.2f} GB ({p.peak / GiB:.2f} GiB) = {peak_what}")
     if p.device_memory is not None:
         ok = p.fits()
-        lines.append(f"{p.device}: {p.device_memory / GiB:.1f} GiB per device -> "
-                     f"{'FITS' if ok else 'DOES NOT FIT'} (headroom "
-                     f"{(p.device_memory - p.peak) / GiB:+.1f} GiB)")
+        lines.append(
+            f"{p.device}: {p.device_memory / GiB:.1f} GiB per device -> "
+            f"{'FITS' if ok else 'DOES NOT FIT'} (headroom "
+            f"{(p.device_memory - p.peak) / GiB:+.1f} GiB)"
+        )
     else:
-        fits = [f"{n} ({(cap - p.peak) / GiB:+.1f} GiB)" for n, (_, cap) in DEVICES.items()
-                if p.peak <= cap]
-        lines.append("fits (nominal capacity, headroom): " + (", ".join(fits) if fits else
-                     "none of " + ", ".join(DEVICES)))
+        fits = [
+            f"{n} ({(cap - p.peak) / GiB:+.1f} GiB)"
+            for n, (_, cap) in DEVICES.items()
+            if p.peak <= cap
+        ]
+        lines.append(
+            "fits (nominal capacity, headroom): "
+            + (", ".join(fits) if fits else "none of " + ", ".join(DEVICES))
+        )
     lines.append(f"planned in {p.seconds:.1f} s")
     return "\n".join(lines)
 
 
 # --- command line ----------------------------------------------------------------------------
 
+
 def add_plan_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--config", default="grok-1",
-                        help=f"preset ({', '.join(GrokConfig.presets())}), a JSON file of "
-                             f"GrokConfig fields or a folder holding config.json")
-    parser.add_argument("--mesh", default="data=1,model=8",
-                        help="mesh shape, 'data=1,model=8' or '1x8' (data × model)")
+    parser.add_argument(
+        "--config",
+        default="grok-1",
+        help=f"preset ({', '.join(GrokConfig.presets())}), a JSON file of "
+        f"GrokConfig fields or a folder holding config.json",
+    )
+    parser.add_argument(
+        "--mesh",
+        default="data=1,model=8",
+        help="mesh shape, 'data=1,model=8' or '1x8' (data × model)",
+    )
     parser.add_argument("--context", type=int, default=8192, help="KV memory length")
     parser.add_argument("--batch", type=int, default=1, help="rows served at once")
-    parser.add_argument("--prefill-chunk", type=int, default=512,
-                        help="prompt tokens per prefill call, as generate; 0 = the whole "
-                             "context at once")
-    parser.add_argument("--device", default=None,
-                        help=f"device to check the fit against: {', '.join(DEVICES)} or "
-                             f"bytes such as 80GiB (without it: list the devices it fits)")
-    parser.add_argument("--layers", type=int, default=None,
-                        help="override num_layers (e.g. to plan a cut-down model)")
-    parser.add_argument("--no-compile", action="store_true",
-                        help="analytic figures only (any mesh size, no devices needed)")
-    parser.add_argument("--backend", choices=("cpu", "default"), default="cpu",
-                        help="compile for simulated CPU devices, or for the default JAX "
-                             "backend (real accelerators: the real compiler's numbers)")
+    parser.add_argument(
+        "--prefill-chunk",
+        type=int,
+        default=512,
+        help="prompt tokens per prefill call, as generate; 0 = the whole context at once",
+    )
+    parser.add_argument(
+        "--device",
+        default=None,
+        help=f"device to check the fit against: {', '.join(DEVICES)} or "
+        f"bytes such as 80GiB (without it: list the devices it fits)",
+    )
+    parser.add_argument(
+        "--layers",
+        type=int,
+        default=None,
+        help="override num_layers (e.g. to plan a cut-down model)",
+    )
+    parser.add_argument(
+        "--no-compile",
+        action="store_true",
+        help="analytic figures only (any mesh size, no devices needed)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("cpu", "default"),
+        default="cpu",
+        help="compile for simulated CPU devices, or for the default JAX "
+        "backend (real accelerators: the real compiler's numbers)",
+    )
     return parser
 
 
@@ -439,13 +550,30 @@ def run_plan(args: argparse.Namespace) -> int:
     compile_ = not args.no_compile
     if compile_:
         _ensure_devices(shape["data"] * shape["model"], args.backend)
-    result = plan(cfg, shape, context=args.context, batch=args.batch,
-                  device_memory=args.device, compile=compile_, backend=args.backend,
-                  prefill_chunk=args.prefill_chunk or None)
+    result = plan(
+        cfg,
+        shape,
+        context=args.context,
+        batch=args.batch,
+        device_memory=args.device,
+        compile=compile_,
+        backend=args.backend,
+        prefill_chunk=args.prefill_chunk or None,
+    )
     print(result.report())
     fits = result.fits()
     return 0 if fits is None or fits else 1
 
 
-__all__ = ["DEVICES", "Plan", "ProgramMemory", "add_plan_arguments", "analytic_weight_bytes",
-           "format_plan", "plan", "resolve_device_memory", "run_plan", "weight_bytes"]
+__all__ = [
+    "DEVICES",
+    "Plan",
+    "ProgramMemory",
+    "add_plan_arguments",
+    "analytic_weight_bytes",
+    "format_plan",
+    "plan",
+    "resolve_device_memory",
+    "run_plan",
+    "weight_bytes",
+]

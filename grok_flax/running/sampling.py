@@ -32,8 +32,7 @@ def top_p_filter(logits: jax.Array, top_p: jax.Array) -> jax.Array:
 def top_k_filter(logits: jax.Array, top_k: jax.Array) -> jax.Array:
     """Keep the k largest logits of each row (ties at the k-th kept); k = 0 keeps all."""
     V = logits.shape[-1]
-    kth = jnp.take_along_axis(jnp.sort(logits, axis=-1),
-                              jnp.clip(V - top_k, 0, V - 1)[:, None], -1)
+    kth = jnp.take_along_axis(jnp.sort(logits, axis=-1), jnp.clip(V - top_k, 0, V - 1)[:, None], -1)
     return jnp.where((top_k[:, None] <= 0) | (logits >= kth), logits, MASKED)
 
 
@@ -63,8 +62,14 @@ def candidates_for(top_k: int, vocab: int) -> int | None:
     return min(vocab, max(64, 1 << (2 * int(top_k) - 1).bit_length()))
 
 
-def sample(logits: jax.Array, keys: jax.Array, temperature: jax.Array, top_p: jax.Array,
-           top_k: jax.Array, candidates: int | None = None) -> jax.Array:
+def sample(
+    logits: jax.Array,
+    keys: jax.Array,
+    temperature: jax.Array,
+    top_p: jax.Array,
+    top_k: jax.Array,
+    candidates: int | None = None,
+) -> jax.Array:
     """logits [B, V]; keys [B] PRNG keys; temperature/top_p/top_k [B] -> tokens [B] int32.
 
     As the reference, the arithmetic is in the logits' dtype (bf16 logits: the temperature

@@ -21,9 +21,15 @@ from __future__ import annotations
 import numpy as np
 
 
-def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None, *, local_device_count: int | None = None,
-               cpu_collectives: str | None = "gloo", **kwargs) -> tuple[int, int]:
+def initialize(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    *,
+    local_device_count: int | None = None,
+    cpu_collectives: str | None = "gloo",
+    **kwargs,
+) -> tuple[int, int]:
     """Join the job: returns ``(process_index, process_count)``.
 
     Call once per process, before any other JAX operation. ``local_device_count`` simulates
@@ -39,8 +45,12 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
         jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
     if local_device_count is not None:
         jax.config.update("jax_num_cpu_devices", int(local_device_count))
-    jax.distributed.initialize(coordinator_address=coordinator_address,
-                               num_processes=num_processes, process_id=process_id, **kwargs)
+    jax.distributed.initialize(
+        coordinator_address=coordinator_address,
+        num_processes=num_processes,
+        process_id=process_id,
+        **kwargs,
+    )
     return jax.process_index(), jax.process_count()
 
 

@@ -52,10 +52,14 @@ def mesh_devices(n: int = 8) -> list:
             f"a {n}-device mesh needs {n} devices: the default platform ({platform}) has "
             f"{len(default)} and the CPU {len(cpu)}. Simulate {n} CPU devices: call jax.config."
             f"update('jax_num_cpu_devices', {n}) first thing in a fresh process or kernel "
-            f"(or set XLA_FLAGS=--xla_force_host_platform_device_count={n} before JAX starts)")
-    warnings.warn(f"{len(default)} {platform} device(s), fewer than the {n} this mesh needs; "
-                  f"using the {len(cpu)} simulated CPU devices instead (same programs, CPU "
-                  f"speed)", stacklevel=2)
+            f"(or set XLA_FLAGS=--xla_force_host_platform_device_count={n} before JAX starts)"
+        )
+    warnings.warn(
+        f"{len(default)} {platform} device(s), fewer than the {n} this mesh needs; "
+        f"using the {len(cpu)} simulated CPU devices instead (same programs, CPU "
+        f"speed)",
+        stacklevel=2,
+    )
     return cpu
 
 
@@ -80,7 +84,8 @@ def make_mesh(data: int = 1, model: int | None = None, devices=None) -> Mesh:
             f"mesh data={data} × model={model} needs {data * model} devices, "
             f"{len(devices)} available. On a CPU, simulate them: set XLA_FLAGS="
             f"--xla_force_host_platform_device_count={data * model} (or call jax.config."
-            f"update('jax_num_cpu_devices', {data * model})) before JAX starts")
+            f"update('jax_num_cpu_devices', {data * model})) before JAX starts"
+        )
     grid = None
     if all_devices and data * model == len(devices) and devices[0].platform == "tpu":
         try:

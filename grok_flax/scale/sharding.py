@@ -57,8 +57,10 @@ def state_shardings(module_or_state, mesh: Mesh):
     else:
         state, owner = nnx.state(module_or_state), type(module_or_state).__name__ + "."
     return jax.tree_util.tree_map_with_path(
-        lambda path, v: v.replace(_variable_sharding(v, mesh, owner + _path_name(path))), state,
-        is_leaf=lambda x: isinstance(x, nnx.Variable))
+        lambda path, v: v.replace(_variable_sharding(v, mesh, owner + _path_name(path))),
+        state,
+        is_leaf=lambda x: isinstance(x, nnx.Variable),
+    )
 
 
 def attach_mesh(module, mesh):
@@ -93,11 +95,13 @@ def abstract_state(module_or_state, mesh: Mesh):
     """``nnx.state`` of a (possibly abstract, ``nnx.eval_shape``-made) module as
     ``jax.ShapeDtypeStruct`` leaves carrying their ``NamedSharding``: the input of an
     ahead-of-time ``jax.jit(...).lower(...)`` for that mesh. No memory is allocated."""
-    state = module_or_state if isinstance(module_or_state, nnx.State) else nnx.state(
-        module_or_state)
+    state = (
+        module_or_state if isinstance(module_or_state, nnx.State) else nnx.state(module_or_state)
+    )
     shardings = state_shardings(state, mesh)
-    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                        state, shardings)
+    return jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), state, shardings
+    )
 
 
 def bytes_per_device(tree) -> int:
@@ -118,8 +122,12 @@ def batch_sharding(mesh: Mesh, ndim: int = 2, batch: int | None = None) -> Named
     ``batch`` (the row count), rows that ``data`` does not divide are replicated instead,
     with a warning."""
     rows = mesh.shape["data"] if batch is None else int(batch)
-    spec = spec_for(("batch",) + (None,) * (ndim - 1), (rows,) + (1,) * (ndim - 1), mesh,
-                    what=f"{ndim}-d input of {rows} rows")
+    spec = spec_for(
+        ("batch",) + (None,) * (ndim - 1),
+        (rows,) + (1,) * (ndim - 1),
+        mesh,
+        what=f"{ndim}-d input of {rows} rows",
+    )
     return NamedSharding(mesh, spec)
 
 
@@ -131,5 +139,13 @@ def put_global(x, sharding: NamedSharding) -> jax.Array:
     return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 
 
-__all__ = ["abstract_state", "attach_mesh", "batch_sharding", "bytes_per_device",
-           "create_sharded", "put_global", "shard_module", "state_shardings"]
+__all__ = [
+    "abstract_state",
+    "attach_mesh",
+    "batch_sharding",
+    "bytes_per_device",
+    "create_sharded",
+    "put_global",
+    "shard_module",
+    "state_shardings",
+]
