@@ -27,11 +27,17 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import warnings
 
+import flax
 import jax
 from jax.sharding import AbstractMesh, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
+
+_LIBRARIES = tuple(os.path.dirname(m.__file__) + os.sep for m in (jax, flax)) + (
+    os.path.dirname(os.path.abspath(__file__)) + os.sep,  # grok_flax itself
+)
 
 MESH_AXES = ("data", "model")  # the mesh axes the rules name
 
@@ -80,7 +86,7 @@ def _split_over(name: str, dim: int, mesh, used: set[str], what: str):
         warnings.warn(
             f"{what}: axis {name!r} of size {dim} is not split over mesh axis "
             f"{why}: replicated over it",
-            stacklevel=3,
+            skip_file_prefixes=_LIBRARIES,  # point at the caller's line, not ours or JAX's
         )
     return group
 

@@ -8,12 +8,6 @@ from pathlib import Path
 
 import ml_dtypes
 import numpy as np
-import pytest
-
-REFERENCE = Path(__file__).resolve().parent / "data" / "grok1-tiny" / "checkpoints" / "ckpt-0"
-needs_reference = pytest.mark.skipif(
-    not REFERENCE.is_dir(), reason=f"reference checkpoint not found at {REFERENCE}"
-)
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
 DTYPES = [np.float32, np.float16, BF16, np.int8, np.int32, np.float64]

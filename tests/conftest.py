@@ -32,7 +32,10 @@ def reference_cases():
 @pytest.fixture
 def tokenizer_path():
     if not TOKENIZER.is_file():
-        pytest.skip(f"{TOKENIZER} not present")
+        pytest.skip(
+            f"needs the released tokenizer, {TOKENIZER}: not present (../shared/ is "
+            f"described in the README's Development section)"
+        )
     return TOKENIZER
 
 
@@ -42,3 +45,13 @@ def standin_qw(monkeypatch):
     cls = type("QuantizedWeight8bit", (), {"__module__": "__main__"})
     monkeypatch.setattr(sys.modules["__main__"], "QuantizedWeight8bit", cls, raising=False)
     return cls
+
+
+@pytest.fixture
+def reference_ckpt() -> Path:
+    """The tensor files of the tiny checkpoint written by the original code (shipped in
+    tests/data), or skip saying where they were looked for."""
+    path = TINY / "checkpoints" / "ckpt-0"
+    if not path.is_dir():
+        pytest.skip(f"reference checkpoint not found at {path}")
+    return path

@@ -18,14 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from checkpoint_files import (
-    BF16,
-    REFERENCE,
-    assert_same,
-    needs_reference,
-    sample,
-    unpickle_own_file,
-)
+from checkpoint_files import BF16, assert_same, sample, unpickle_own_file
 
 from grok_flax.checkpoint import reader
 from grok_flax.checkpoint.reader import parse_tensor_file, read_array, read_tensor_file
@@ -33,9 +26,8 @@ from grok_flax.checkpoint.release import ArraySpec, CheckpointError, QuantizedSp
 from grok_flax.checkpoint.writer import write_array_file, write_quantized_file
 
 
-@needs_reference
-def test_reference_files_parse():
-    files = sorted(REFERENCE.glob("tensor*"))
+def test_reference_files_parse(reference_ckpt):
+    files = sorted(reference_ckpt.glob("tensor*"))
     assert len(files) == 38
     specs = [parse_tensor_file(f) for f in files]
     emb = specs[0]
@@ -50,9 +42,8 @@ def test_reference_files_parse():
     assert sum(isinstance(s, QuantizedSpec) for s in specs) == 21
 
 
-@needs_reference
-def test_reference_values_match_independent_parse(standin_qw):
-    for f in sorted(REFERENCE.glob("tensor*")):
+def test_reference_values_match_independent_parse(reference_ckpt, standin_qw):
+    for f in sorted(reference_ckpt.glob("tensor*")):
         expected = unpickle_own_file(f)
         spec = parse_tensor_file(f)
         got = read_tensor_file(f)
@@ -67,10 +58,9 @@ def test_reference_values_match_independent_parse(standin_qw):
             assert_same(read_array(spec, mmap=False), expected)
 
 
-@needs_reference
-def test_reference_payload_offsets_match_pickletools():
+def test_reference_payload_offsets_match_pickletools(reference_ckpt):
     """The spec's offset is where pickletools sees the BINBYTES argument start."""
-    f = REFERENCE / "tensor00003_000"
+    f = reference_ckpt / "tensor00003_000"
     data = f.read_bytes()
     payloads = [
         (pos, arg)

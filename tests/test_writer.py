@@ -11,15 +11,7 @@ from functools import partial
 
 import numpy as np
 import pytest
-from checkpoint_files import (
-    BF16,
-    DTYPES,
-    REFERENCE,
-    assert_same,
-    needs_reference,
-    sample,
-    unpickle_own_file,
-)
+from checkpoint_files import BF16, DTYPES, assert_same, sample, unpickle_own_file
 
 from grok_flax.checkpoint import writer
 from grok_flax.checkpoint.reader import parse_tensor_file, read_array, read_tensor_file
@@ -27,9 +19,8 @@ from grok_flax.checkpoint.release import ArraySpec, QuantizedSpec, tensor_file_n
 from grok_flax.checkpoint.writer import write_array_file, write_quantized_file
 
 
-@needs_reference
-def test_rewriting_reference_files_is_byte_identical(tmp_path):
-    for f in sorted(REFERENCE.glob("tensor*")):
+def test_rewriting_reference_files_is_byte_identical(reference_ckpt, tmp_path):
+    for f in sorted(reference_ckpt.glob("tensor*")):
         spec = parse_tensor_file(f)
         out = tmp_path / f.name
         if isinstance(spec, QuantizedSpec):

@@ -205,11 +205,17 @@ def analytic_weight_bytes(cfg: GrokConfig) -> dict[str, int]:
     return {k: out[k] for k in WEIGHT_KINDS if out.get(k)}
 
 
-def _abstract(cfg: GrokConfig, batch: int, context: int):
-    """(model graphdef, model state, memory graphdef, memory state), shapes only."""
+def _abstract(cfg: GrokConfig, batch: int, context: int, mesh):
+    """(model graphdef, model state, memory graphdef, memory state): shapes only, the states'
+    leaves carrying their shardings on ``mesh``."""
     model = nnx.eval_shape(lambda: Grok(cfg, rngs=nnx.Rngs(0)))
     memory = nnx.eval_shape(lambda: KVMemory(cfg, batch, context))
-    return (*nnx.split(model), *nnx.split(memory))
+    return (
+        nnx.graphdef(model),
+        abstract_state(model, mesh),
+        nnx.graphdef(memory),
+        abstract_state(memory, mesh),
+    )
 
 
 def _mesh(data: int, model: int, backend: str):
@@ -293,9 +299,7 @@ def plan(
             f"{data * model} (or jax.config.update('jax_num_cpu_devices', {data * model})) "
             f"before JAX starts, or pass compile=False for the analytic figures only"
         )
-    gdef, state, mgdef, mstate = _abstract(cfg, batch, context)
-    state = abstract_state(state, mesh)
-    mstate = abstract_state(mstate, mesh)
+    gdef, state, mgdef, mstate = _abstract(cfg, batch, context, mesh)
     tok_sharding = batch_sharding(mesh, 2, batch=batch)
     result = Plan(
         config=cfg,

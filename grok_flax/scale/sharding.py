@@ -95,10 +95,10 @@ def abstract_state(module_or_state, mesh: Mesh):
     """``nnx.state`` of a (possibly abstract, ``nnx.eval_shape``-made) module as
     ``jax.ShapeDtypeStruct`` leaves carrying their ``NamedSharding``: the input of an
     ahead-of-time ``jax.jit(...).lower(...)`` for that mesh. No memory is allocated."""
+    shardings = state_shardings(module_or_state, mesh)  # a module: warnings name it
     state = (
         module_or_state if isinstance(module_or_state, nnx.State) else nnx.state(module_or_state)
     )
-    shardings = state_shardings(state, mesh)
     return jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), state, shardings
     )
