@@ -3,7 +3,7 @@
 #                   and execute the walkthrough notebooks (executed copies in runs/notebooks/)
 #   make test       set up .venv and run the linters + the whole test suite (what CI runs)
 # and, while working:
-#   make test-fast  every test but the slow tiers (notebooks, browser, multihost, slow): ~3 min
+#   make test-fast  all but the slow tiers (notebooks, browser, multihost, slow): ~2.5 min cold
 #   make lint       ruff check + ruff format --check;  make format  applies ruff format
 #   make lab        set up .venv and open the walkthrough notebooks in JupyterLab
 # a Python >= 3.12 (python3.13 / python3.12 / python3 on PATH, else a pyenv-installed one);
@@ -47,8 +47,11 @@ PYTEST := $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile -rs
 test: setup lint
 	$(PYTEST) --durations=15
 
-# the quick loop: the tiers marked in pyproject.toml (notebooks, browser, multihost, slow) left out
+# the quick loop: the tiers marked in pyproject.toml (notebooks, browser, multihost, slow) left
+# out, and JAX's persistent compilation cache in .cache/jax: most of a run is XLA compiling
+# small programs, which a second run reads back (make test, what CI runs, compiles afresh)
 test-fast: setup lint
+	JAX_COMPILATION_CACHE_DIR=$(CURDIR)/.cache/jax JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 \
 	$(PYTEST) -m "not (slow or notebooks or browser or multihost)" --durations=5
 
 LINTED := grok_flax tests benchmarks notebooks/run_all.py
@@ -75,4 +78,4 @@ bench: setup
 	$(BIN)/python -m benchmarks.run_all
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .cache

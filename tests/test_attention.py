@@ -76,7 +76,7 @@ def test_causality():
         (33, 33, 8),
         pytest.param(1, 40, 16, marks=pytest.mark.slow),
         pytest.param(5, 64, 16, marks=pytest.mark.slow),
-        (64, 64, 64),
+        pytest.param(64, 64, 64, marks=pytest.mark.slow),
     ],
 )
 def test_chunked_equals_naive(T, S, chunk):

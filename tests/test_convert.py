@@ -35,7 +35,7 @@ def test_official_safetensors_orbax_official_round_trip(tmp_path):
     assert st.layers.moe.linear_1.get_value().scales.dtype == jnp.bfloat16
 
 
-@pytest.mark.parametrize("kind", ["explicit", "grok_flax"])
+@pytest.mark.parametrize("kind", ["explicit", pytest.param("grok_flax", marks=pytest.mark.slow)])
 def test_converted_model_loads_onto_a_mesh(tmp_path, kind):
     import jax
 

@@ -123,6 +123,11 @@ def _compiled_prefill(mesh, batch=B, chunk=16):
 def test_no_involuntary_rematerialization(capfd, shape, explicit):
     """XLA warns when it must replicate a tensor to reshard it; the activation shardings
     stated where layers meet leave it no such case in the forward, prefill or decode."""
+    if jax.config.jax_compilation_cache_dir:  # `make test-fast` sets one
+        pytest.skip(
+            "XLA warns only while it compiles, never for a program read from the "
+            "persistent compilation cache: `make test` runs this without one"
+        )
     mesh = jax.make_mesh(shape, ("data", "model")) if explicit else make_mesh(*shape)
     capfd.readouterr()
     compiled_decode(mesh)

@@ -44,6 +44,7 @@ def test_cached_decode_equals_full_recompute(model):
     assert r.timings["chunks"] == 2  # the prompt was prefilled in two chunks
 
 
+@pytest.mark.slow
 def test_batch_equals_rows_alone(model):
     prompts = [[5, 6, 7], [40, 41, 42, 43, 44, 45, 46, 47, 48], [9]]
     gen = Generator(model)

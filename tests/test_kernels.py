@@ -65,6 +65,7 @@ def _attention_case(dtype, B=2, T=12, K=2, R=3, H=8):
     return q, k, v, pos, pos, valid
 
 
+@pytest.mark.slow
 def test_tokamax_attention_equals_naive_fp32():
     """GQA head order, 30·tanh(x/30) on the scaled logits, causal + padding masks; padded
     query rows stay finite."""

@@ -137,6 +137,7 @@ def test_capture_subset_and_unknown():
         model(_tokens(1, 6), capture=("gradients",))
 
 
+@SLOW
 def test_python_loop_over_layers_equals_scan():
     cfg, model = _model()
     toks = _tokens(2, 5)
@@ -224,33 +225,22 @@ def test_logits_at_unembeds_only_the_positions_asked_for():
 def _meshes():
     from jax.sharding import AxisType
 
+    auto = (AxisType.Auto,) * 2
     out = []
-    for shape in ((1, 8), (2, 4)):
-        fast = () if shape == (2, 4) else SLOW  # one shape of each kind in the fast tier
+    for s in ((1, 8), (2, 4)):
+        name = f"{s[0]}x{s[1]}"
+        out.append(pytest.param(lambda s=s: jax.make_mesh(s, DM), id=f"explicit-{name}"))
         out.append(
-            pytest.param(
-                lambda s=shape: jax.make_mesh(s, ("data", "model")),
-                id=f"explicit-{shape[0]}x{shape[1]}",
-                marks=fast,
-            )
+            pytest.param(lambda s=s: jax.make_mesh(s, DM, axis_types=auto), id=f"auto-{name}")
         )
-        out.append(
-            pytest.param(
-                lambda s=shape: jax.make_mesh(
-                    s, ("data", "model"), axis_types=(AxisType.Auto,) * 2
-                ),
-                id=f"auto-{shape[0]}x{shape[1]}",
-                marks=SLOW,
-            )
-        )
-        out.append(
-            pytest.param(
-                lambda s=shape: make_mesh(*s), id=f"grok_flax-{shape[0]}x{shape[1]}", marks=SLOW
-            )
-        )
+        out.append(pytest.param(lambda s=s: make_mesh(*s), id=f"grok_flax-{name}"))
     return out
 
 
+DM = ("data", "model")
+
+
+@SLOW  # the fast tier: test_sharding's meshes and test_generate's Explicit 2x4
 @pytest.mark.parametrize("mesh_fn", _meshes())
 def test_sharded_equals_single_device_on_every_kind_of_mesh(mesh_fn):
     from grok_flax.scale.sharding import create_sharded

@@ -25,7 +25,9 @@ def _moe(E, k, quantized=True, tile=8):
     "E", [4, pytest.param(8, marks=pytest.mark.slow), pytest.param(16, marks=pytest.mark.slow)]
 )
 @pytest.mark.parametrize("k", [1, 2])
-@pytest.mark.parametrize("B, T", [(1, 1), (1, 7), (3, 5), (2, 40)])
+@pytest.mark.parametrize(
+    "B, T", [(1, 1), (1, 7), (3, 5), pytest.param(2, 40, marks=pytest.mark.slow)]
+)
 def test_sparse_equals_dense(E, k, B, T):
     cfg, moe, router = _moe(E, k)
     x = jax.random.normal(jax.random.key(B * T), (B, T, cfg.emb_size))

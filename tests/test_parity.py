@@ -61,7 +61,14 @@ ORACLE = dict(attention_impl="naive", moe_impl="dense")
 IMPLS = pytest.mark.parametrize(
     "impl", [dict(), pytest.param(ORACLE, marks=pytest.mark.slow)], ids=["fast", "oracle"]
 )
-CASE = pytest.mark.parametrize("case", CASES, ids=lambda p: p.name)
+# every case in `make test`; the fast tier checks the shared grok1-tiny case
+CASE = pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(c, id=c.name, marks=() if c.name == "grok1-tiny" else pytest.mark.slow)
+        for c in CASES
+    ],
+)
 
 
 @CASE

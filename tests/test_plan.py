@@ -50,7 +50,14 @@ def test_analytic_formula_matches_the_model(quantized):
     assert p.weights == p.weights_whole == analytic_weight_bytes(p.config)
 
 
-@pytest.mark.parametrize("kind", ["shape", "explicit", "grok_flax"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        pytest.param("shape", marks=pytest.mark.slow),
+        "explicit",
+        pytest.param("grok_flax", marks=pytest.mark.slow),
+    ],
+)
 def test_tiny_plan_compiles_on_a_mesh(kind):
     import jax
 

@@ -42,6 +42,7 @@ def test_reference_files_parse(reference_ckpt):
     assert sum(isinstance(s, QuantizedSpec) for s in specs) == 21
 
 
+@pytest.mark.slow
 def test_reference_values_match_independent_parse(reference_ckpt, standin_qw):
     for f in sorted(reference_ckpt.glob("tensor*")):
         expected = unpickle_own_file(f)

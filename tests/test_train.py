@@ -43,6 +43,7 @@ def test_load_balance_loss_is_one_when_uniform_and_e_when_collapsed():
     np.testing.assert_allclose(float(load_balance_loss(probs, experts, ~half)), 1.0, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_weight_decay_only_on_attention_and_expert_linears():
     """Stacked layers make the norm scales [L, D] and the router [L, D, E]: rank alone would
     decay them (the first demo model was trained that way); where they live decides."""
