@@ -6,6 +6,7 @@
 #   make test-fast  all but the slow tiers (notebooks, browser, multihost, slow): ~2.5 min cold
 #   make lint       ruff check + ruff format --check;  make format  applies ruff format
 #   make lab        set up .venv and open the walkthrough notebooks in JupyterLab
+#   make book       build the course website into runs/book/ (strict: a warning fails it)
 # a Python >= 3.12 (python3.13 / python3.12 / python3 on PATH, else a pyenv-installed one);
 # override with `make PYTHON=/path/to/python3.12 ...`
 PYTHON ?= $(shell sh tools/find_python.sh 2>/dev/null)
@@ -16,7 +17,7 @@ LAB_OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.json
 export XLA_FLAGS ?= --xla_force_host_platform_device_count=8
 export JAX_PLATFORMS ?= cpu
 
-.PHONY: setup demo test test-fast lint format notebooks lab bench clean
+.PHONY: setup demo test test-fast lint format notebooks lab book bench clean
 
 setup: $(STAMP) $(LAB_OVERRIDES)
 
@@ -47,14 +48,14 @@ PYTEST := $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile -rs
 test: setup lint
 	$(PYTEST) --durations=15
 
-# the quick loop: the tiers marked in pyproject.toml (notebooks, browser, multihost, slow) left
+# the quick loop: the tiers marked in pyproject.toml (notebooks, browser, multihost, book, slow) left
 # out, and JAX's persistent compilation cache in .cache/jax: most of a run is XLA compiling
 # small programs, which a second run reads back (make test, what CI runs, compiles afresh)
 test-fast: setup lint
 	JAX_COMPILATION_CACHE_DIR=$(CURDIR)/.cache/jax JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 \
-	$(PYTEST) -m "not (slow or notebooks or browser or multihost)" --durations=5
+	$(PYTEST) -m "not (slow or notebooks or browser or multihost or book)" --durations=5
 
-LINTED := grok_flax tests benchmarks notebooks/run_all.py
+LINTED := grok_flax tests benchmarks notebooks/run_all.py docs/conf.py
 lint: setup
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
@@ -73,6 +74,13 @@ LAB_FLAGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
 lab: setup $(LAB_OVERRIDES)
 	$(BIN)/jupyter trust notebooks/*.ipynb
 	$(BIN)/jupyter lab notebooks/01_tour.ipynb $(LAB_FLAGS)
+
+# the course website, from what is committed (notebooks as executed, never re-run), strict:
+# any warning fails the build; docs/conf.py says how and why
+BOOK ?= runs/book
+book: setup
+	$(BIN)/sphinx-build -W --keep-going -n -q -b html -c docs -d $(BOOK)/.doctrees . $(BOOK)
+	@echo "built $(BOOK)/index.html: serve it with  $(BIN)/python -m http.server -d $(BOOK) 8000"
 
 bench: setup
 	$(BIN)/python -m benchmarks.run_all

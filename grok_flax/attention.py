@@ -7,6 +7,7 @@ Logits are made fp32, multiplied by ``attn_output_multiplier``, squashed by
 ``30·tanh(x/30)`` (no logit can exceed ±30), masked with -1e30 and soft-maxed in fp32.
 
 Three algorithms compute the same function:
+
 - ``attend_naive``: the reference's — all T×S logits at once (12 GiB fp32 per layer at 8192).
 - ``attend_chunked``: blocks of queries × blocks of keys with an online softmax (running max
   and sum), the cap applied inside each block; memory O(block²), blocks above the causal
@@ -14,6 +15,7 @@ Three algorithms compute the same function:
 - ``attend_tokamax``: ``tokamax.dot_product_attention`` with ``logits_soft_cap`` — the
   maintained flash-attention kernels (Pallas / cuDNN on GPU, Pallas on TPU), XLA elsewhere.
   Optional (the ``kernels`` extra), imported on first use.
+
 Masks are built from positions: key s is visible to query t iff ``k_pos[s] <= q_pos[t]`` and
 ``k_valid[s]`` (a real token: not padding, and already written to the KV memory).
 """

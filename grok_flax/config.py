@@ -43,6 +43,12 @@ def resolve_dtype(name: str, platform: str | None = None):
 
 @dataclass(frozen=True)
 class GrokConfig:
+    """Every number that defines a Grok-1-architecture model (frozen; a comment on each field in
+    the source says what it is). ``GrokConfig.grok_1()`` is the released model exactly;
+    ``small()`` and ``tiny()`` keep the architecture at demo and test sizes; ``load()`` reads a
+    preset, a JSON file or a folder's ``config.json``. Invalid values raise ``ValueError``
+    naming what is wrong."""
+
     # --- language model (reference: LanguageModelConfig) ---
     vocab_size: int = 128 * 1024  # number of token ids; the embedding has one row per id
     pad_token: int = 0  # keys whose token id is not > pad_token are masked (as the reference)
@@ -190,6 +196,7 @@ class GrokConfig:
         return jnp.dtype(self.param_dtype)
 
     def replace(self, **changes) -> GrokConfig:
+        """A copy with ``changes`` applied (validated again, like any new config)."""
         return dataclasses.replace(self, **changes)
 
     # --- presets ---
@@ -252,9 +259,11 @@ class GrokConfig:
 
     # --- serialisation ---
     def to_dict(self) -> dict[str, Any]:
+        """Every field by name (what ``from_dict`` reads back)."""
         return dataclasses.asdict(self)
 
     def to_json(self, path: str | Path | None = None) -> str:
+        """The fields as JSON text; written to ``path`` too when one is given."""
         text = json.dumps(self.to_dict(), indent=2) + "\n"
         if path is not None:
             Path(path).write_text(text)

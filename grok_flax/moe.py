@@ -9,6 +9,7 @@ The weights of all experts are stacked: ``linear``/``linear_v`` [E, D, F], ``lin
 [E, F, D] (int8 + scales as released, or floats).
 
 Dispatch algorithms, all the same function:
+
 - ``"dense"``: the reference's. Every routed copy of every token goes through *every* expert,
   and a one-hot of the chosen expert selects one result: E× the needed FLOPs. Kept as the
   teaching oracle.
@@ -83,6 +84,8 @@ class MoE(nnx.Module):
         )  # [E, F, D]
 
     def weights(self):
+        """The experts' three stacked weights: ``linear``, ``linear_v`` [E, D, F] and
+        ``linear_1`` [E, F, D] (arrays or ``QArray``)."""
         return self.linear.get_value(), self.linear_v.get_value(), self.linear_1.get_value()
 
     def __call__(
@@ -313,7 +316,6 @@ def tokamax_dispatch(x, experts, w, wv, w1, num_experts: int, implementation=Non
 
 __all__ = [
     "MoE",
-    "QArray",
     "auto_tile",
     "dense_dispatch",
     "expert_ffn",

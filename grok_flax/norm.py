@@ -23,4 +23,5 @@ class RMSNorm(nnx.Module):
         self.scale = nnx.Param(jnp.ones((dim,), param_dtype), logical=("embed_norm",))  # [D]
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        """``x`` [..., D] normalised over D in fp32 and scaled, returned in x's dtype."""
         return rms_norm(x, self.scale[...], self.eps)

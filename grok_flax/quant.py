@@ -67,7 +67,7 @@ def expand_scales(scales: jax.Array, rows: int, dtype) -> jax.Array:
 def quantize(w, blocks: int = 1, scale_dtype=jnp.bfloat16) -> QArray:
     """Symmetric absmax int8 quantization with ``blocks`` scale blocks along the input axis.
 
-    The scale of a block is its largest |w| / 127, rounded *up* to ``scale_dtype`` so that no
+    The scale of a block is its largest ``|w|`` / 127, rounded *up* to ``scale_dtype`` so that no
     value clips: every element's error is then at most half a step (scale / 2).
     """
     w = jnp.asarray(w, jnp.float32)

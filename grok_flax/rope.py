@@ -44,5 +44,6 @@ class RotaryEmbedding(nnx.Module):
         self.base = base
 
     def __call__(self, x: jax.Array, positions: jax.Array) -> jax.Array:
+        """``x`` [B, T, N, H] rotated by ``positions`` [B, T] (``apply_rope``), in x's dtype."""
         with jax.named_scope("rope"):
             return apply_rope(x, positions, self.base)

@@ -838,7 +838,7 @@ def rope_relative(
 ) -> Figure:
     """How a rotated query and key interact as a function of their distance m − n only.
 
-    The line is the expected ⟨R_m q, R_n q⟩ / |q|² for a random q — Σᵢ cos((m−n)θᵢ) / (H/2) —
+    The line is the expected ⟨R(m)·q, R(n)·q⟩ / ‖q‖² for a random q — Σᵢ cos((m−n)θᵢ) / (H/2) —
     and the dots are measured on ``samples`` random pairs (m, n) at many absolute positions:
     they fall on the same curve whatever m and n are.
     """

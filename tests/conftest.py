@@ -1,6 +1,8 @@
 """Test setup: 8 simulated CPU devices for mesh tests; paths to ../shared."""
 
 import os
+import shutil
+import socket
 import sys
 import warnings
 from pathlib import Path
@@ -55,3 +57,48 @@ def reference_ckpt() -> Path:
     if not path.is_dir():
         pytest.skip(f"reference checkpoint not found at {path}")
     return path
+
+
+# --- a real browser: Playwright driving Debian's Chromium (tests/test_browser.py, test_book.py)
+
+
+def chromium_binary() -> str | None:
+    named = os.environ.get("GROK_FLAX_CHROMIUM")
+    if named:
+        return named if Path(named).is_file() else None
+    for name in ("chromium", "chromium-browser"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')"
+    )
+    chromium = chromium_binary()
+    if chromium is None and os.environ.get("CI") == "true":
+        pytest.fail("CI must run the browser test: .ci/run installs Debian's chromium first")
+    if chromium is None:
+        pytest.skip(
+            "no Chromium binary: install Debian's chromium (apt-get install chromium) "
+            "or set GROK_FLAX_CHROMIUM to one"
+        )
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=chromium,
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+        )
+        try:
+            yield b
+        finally:
+            b.close()

@@ -29,7 +29,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -37,7 +36,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, free_port
 
 pytestmark = pytest.mark.browser
 
@@ -50,48 +49,6 @@ TOUR_NB = "01_tour.ipynb"
 LAB_OVERRIDES = {
     "@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False}
 }
-
-
-def _chromium() -> str | None:
-    named = os.environ.get("GROK_FLAX_CHROMIUM")
-    if named:
-        return named if Path(named).is_file() else None
-    for name in ("chromium", "chromium-browser"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')"
-    )
-    chromium = _chromium()
-    if chromium is None and os.environ.get("CI") == "true":
-        pytest.fail("CI must run the browser test: .ci/run installs Debian's chromium first")
-    if chromium is None:
-        pytest.skip(
-            "no Chromium binary: install Debian's chromium (apt-get install chromium) "
-            "or set GROK_FLAX_CHROMIUM to one"
-        )
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=chromium,
-            headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
-        )
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +68,7 @@ def lab(tmp_path_factory):
     app_settings = tmp / "app-settings"  # the Makefile: .venv/share/jupyter/lab/settings
     app_settings.mkdir()
     (app_settings / "overrides.json").write_text(json.dumps(LAB_OVERRIDES))
-    port, token = _free_port(), secrets.token_hex(16)
+    port, token = free_port(), secrets.token_hex(16)
     env = dict(
         os.environ,
         JUPYTER_CONFIG_DIR=str(tmp / "config"),

@@ -41,6 +41,8 @@ def _params(model):
 
 
 def save_safetensors(model: Grok, path: str | os.PathLike) -> Path:
+    """Write ``model``'s parameters to one safetensors file, named as in the release (a
+    quantized weight as ``<name>.weight`` and ``<name>.scales``), its config in the metadata."""
     from safetensors.numpy import save_file
 
     state, tensors = _params(model), {}
@@ -103,6 +105,8 @@ def _model_from_tensors(cfg: GrokConfig, fetch, mesh=None) -> Grok:
 
 
 def load_safetensors(path: str | os.PathLike, config: GrokConfig | None = None, mesh=None) -> Grok:
+    """A model from a file ``save_safetensors`` wrote (config from its metadata unless
+    given), placed on ``mesh``; missing, mis-shaped and extra tensors are all reported at once."""
     from safetensors import safe_open
 
     with safe_open(str(path), "numpy") as f:
@@ -125,6 +129,8 @@ def load_safetensors(path: str | os.PathLike, config: GrokConfig | None = None, 
 
 
 def save_orbax(model: Grok, path: str | os.PathLike) -> Path:
+    """Save ``model``'s parameter state with ``orbax.checkpoint`` under ``path/params`` and its
+    config as ``path/config.json``."""
     import orbax.checkpoint as ocp
 
     path = Path(path).resolve()
@@ -137,6 +143,8 @@ def save_orbax(model: Grok, path: str | os.PathLike) -> Path:
 
 
 def load_orbax(path: str | os.PathLike, config: GrokConfig | None = None, mesh=None) -> Grok:
+    """A model from a folder ``save_orbax`` wrote, restored straight into the shardings of
+    ``mesh`` (one device when None)."""
     import orbax.checkpoint as ocp
 
     path = Path(path).resolve()
@@ -184,6 +192,8 @@ def _check_destination(path: Path) -> None:
 
 
 def load_any(path: str | os.PathLike, config: GrokConfig | None = None, mesh=None) -> Grok:
+    """A model from any of the three formats, told apart by the path's name (see above); an
+    official checkpoint needs ``config`` or a ``config.json`` beside ``ckpt-0/``."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such file or folder: {path}")
@@ -201,6 +211,8 @@ def load_any(path: str | os.PathLike, config: GrokConfig | None = None, mesh=Non
 
 
 def save_any(model: Grok, path: str | os.PathLike) -> Path:
+    """Write ``model`` in the format ``path``'s name asks for (the destination is checked
+    first: a file, or a suffix other than ``.safetensors`` / ``.orbax``, is refused)."""
     path = Path(path)
     _check_destination(path)
     kind = _format_of(path)

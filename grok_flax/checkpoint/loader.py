@@ -1,6 +1,7 @@
 """Load a released Grok-1 checkpoint (``ckpt-0/tensor00000_000 …``) into a ``grok_flax.Grok``.
 
 Loading is safe and bounded:
+
 - no pickle is executed: :mod:`grok_flax.checkpoint.reader` walks each file's opcodes
   against an allow-list and only *locates* the raw bytes of each array;
 - each device's shard is read straight from the files into a page-aligned host buffer

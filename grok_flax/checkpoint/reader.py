@@ -8,11 +8,12 @@ that power.  So this module contains a small *symbolic* pickle interpreter: it w
 opcode stream itself, builds inert stand-ins (strings, ints, tuples, "the global X.Y",
 "N bytes at file offset O") and recognises only the exact call shapes shown above.  Anything
 else -- an unknown global, an unknown opcode, a call with unexpected arguments, a length that
-runs past the end of the file -- raises :class:`CheckpointError` naming the file.
+runs past the end of the file -- raises
+:class:`~grok_flax.checkpoint.release.CheckpointError` naming the file.
 
 Large payloads are never read while parsing: the interpreter *seeks over* them and remembers
-only where they are (:class:`ArraySpec`).  :func:`read_array` then memory-maps exactly those
-bytes, so a 2 GB expert weight costs no RAM until it is touched.
+only where they are (:class:`~grok_flax.checkpoint.release.ArraySpec`). :func:`read_array`
+then memory-maps exactly those bytes, so a 2 GB expert weight costs no RAM until it is touched.
 
 Besides the protocol-4 form of :mod:`grok_flax.checkpoint.release`, numpy 2.x pickles at
 protocols 2-5 are accepted too (``numpy._core`` module names;
@@ -49,7 +50,8 @@ __all__ = ["parse_tensor_file", "read_array", "read_payload_into", "read_tensor_
 def parse_tensor_file(path: str | os.PathLike) -> ArraySpec | QuantizedSpec:
     """Describe the array(s) in one tensor file without reading their data.
 
-    Raises :class:`CheckpointError` if the file is anything but one of the recognised forms.
+    Raises :class:`~grok_flax.checkpoint.release.CheckpointError` if the file is anything but
+    one of the recognised forms.
     """
     path = os.fspath(path)
     with open(path, "rb") as f:

@@ -108,7 +108,7 @@ def tensor_file_name(index: int, shard: int = 0) -> str:
 
 TENSOR_FILE_RE = re.compile(r"^tensor(\d{5})_(\d{3})$")  # the names tensor_file_name makes
 
-# model parameter path -> name in the release (per layer under transformer/decoder_layer_N/)
+#: model parameter path -> name in the release (per layer under transformer/decoder_layer_N/)
 PARAM_HOMES: dict[tuple[str, ...], str] = {
     ("embed",): "language_model/in_out_embed/embeddings",
     ("final_norm", "scale"): "language_model/rms_norm/scale",

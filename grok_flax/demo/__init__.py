@@ -70,7 +70,9 @@ def run_demo(out_dir: str | Path = "runs/demo", walkthrough: bool = True) -> Non
         )
         print(
             "\nnext: `make lab` opens the walkthrough in JupyterLab, starting at "
-            "notebooks/01_tour.ipynb (docs/walkthrough.md lists all ten)"
+            "notebooks/01_tour.ipynb (docs/walkthrough.md lists all ten); `make book` builds "
+            "it as a website into runs/book/ (serve it: .venv/bin/python -m http.server -d "
+            "runs/book 8000, then open http://localhost:8000)"
         )
 
 

@@ -51,6 +51,7 @@ USER_SYMBOLS = ["\n" * n for n in range(1, 5)] + ["\t" * n for n in range(1, 3)]
 
 
 def stdlib_root() -> Path:
+    """The folder of this Python's standard library (the corpus's source)."""
     return Path(sysconfig.get_paths()["stdlib"])
 
 
@@ -68,6 +69,8 @@ def is_heldout(rel_path: str) -> bool:
 
 @dataclass(frozen=True)
 class Document:
+    """One source file of the corpus: its path under the standard library and its text."""
+
     path: str  # relative to the stdlib root, posix
     text: str
 

@@ -173,11 +173,13 @@ def mutual_information(joint: np.ndarray) -> float:
 
 
 def entropy(counts: np.ndarray) -> float:
+    """The entropy in bits of the distribution ``counts`` is proportional to."""
     p = counts[counts > 0] / counts.sum()
     return float(-(p * np.log2(p)).sum())
 
 
 def plot_routing(counts: np.ndarray, path, title: str) -> None:
+    """Draw, per layer, each token class's share of routes to each expert, to ``path``."""
     from matplotlib.figure import Figure  # no pyplot: the caller's backend stays as it is
 
     L, C, E = counts.shape
@@ -263,6 +265,12 @@ def evaluate(
     samples: bool = True,
     seed: int = 0,
 ) -> dict:
+    """The bundled model (or ``demo_dir``'s) measured: held-out cross-entropy against a unigram
+    model (and a float checkpoint's, given ``float_ckpt``), perplexities, bits per byte; how
+    its routing relates to the token class (mutual information per layer, against the
+    untrained model's and shuffled classes'; expert loads); with ``samples``, greedy
+    continuations and their repetition. ``figure``: a path for the routing figure. Returns
+    the figures as a dict (what ``docs/demo_model.md`` reports)."""
     import sentencepiece as spm
 
     from grok_flax.checkpoint import load_checkpoint
@@ -350,6 +358,7 @@ def _bits_per_byte(ce: float, windows: np.ndarray, sp) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m grok_flax.demo.eval``: evaluate and print (or write) the report."""
     p = argparse.ArgumentParser(
         prog="python -m grok_flax.demo.eval",
         description=__doc__,

@@ -45,6 +45,8 @@ from grok_flax.model import Grok, param_count
 
 @dataclass(frozen=True)
 class TrainSettings:
+    """The training run's settings; the defaults are the bundled model's (its schedule)."""
+
     steps: int = 1800  # the bundled model's schedule (42 min on 2 idle CPU cores)
     batch_size: int = 4
     seq_len: int = 256  # tokens per training window (the model sees seq_len inputs)
@@ -173,6 +175,8 @@ def decay_mask(params):
 
 
 def make_optimizer(model: Grok, s: TrainSettings):
+    """AdamW (weight decay on the attention and expert linears only: ``decay_mask``) after
+    global-norm clipping, on a warm-up + cosine schedule: (``nnx.Optimizer``, the schedule)."""
     import optax
 
     schedule = optax.warmup_cosine_decay_schedule(
@@ -192,6 +196,9 @@ def make_optimizer(model: Grok, s: TrainSettings):
 
 
 def make_train_step(aux_weight: float):
+    """The jitted training step: the loss (cross-entropy + ``aux_weight`` × the
+    load-balancing term), its gradient, one optimizer update; returns the step's metrics."""
+
     @nnx.jit
     def train_step(model, optimizer, inputs, targets):
         def loss_fn(m):
@@ -238,6 +245,8 @@ def evaluate_loss(model: Grok, windows: np.ndarray, batch_size: int = 8) -> floa
 
 
 def sample_batch(rng: np.random.Generator, stream: np.ndarray, batch: int, seq_len: int):
+    """``batch`` random windows of the token stream: (inputs, targets) [batch, seq_len], the
+    targets shifted by one token."""
     starts = rng.integers(0, len(stream) - seq_len - 1, size=batch)
     w = stream[starts[:, None] + np.arange(seq_len + 1)[None, :]]
     return w[:, :-1], w[:, 1:]
@@ -245,6 +254,9 @@ def sample_batch(rng: np.random.Generator, stream: np.ndarray, batch: int, seq_l
 
 @dataclass
 class Data:
+    """The tokenized corpus: the tokenizer's file, the train and held-out token streams, and
+    how many files each holds."""
+
     tokenizer_path: Path
     train: np.ndarray
     heldout: np.ndarray
@@ -299,6 +311,7 @@ def export(model: Grok, out: Path, float_out: Path | None = None) -> GrokConfig:
 
 
 def bundle_bytes(out: Path) -> int:
+    """Bytes of every file under ``out`` (the bundled model's size)."""
     return sum(p.stat().st_size for p in Path(out).rglob("*") if p.is_file())
 
 
@@ -412,6 +425,7 @@ def train(
 
 
 def plot_loss(summary: dict, path: str | os.PathLike) -> None:
+    """Draw the training run's cross-entropy and load-balancing curves to ``path``."""
     from matplotlib.figure import Figure  # no pyplot: the caller's backend stays as it is
 
     log = summary["log"]
@@ -457,6 +471,8 @@ def plot_loss(summary: dict, path: str | os.PathLike) -> None:
 
 # --------------------------------------------------------------------------------------- cli
 def main(argv: list[str] | None = None) -> int:
+    """``python -m grok_flax.demo.train``: train the demo model and write it as ``bundled/``
+    is written."""
     d = TrainSettings()
     p = argparse.ArgumentParser(
         prog="python -m grok_flax.demo.train",

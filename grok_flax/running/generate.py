@@ -52,6 +52,10 @@ jax.monitoring.register_event_duration_secs_listener(_count_compile)
 
 @dataclass
 class GenerationResult:
+    """What ``Generator.generate`` (and the end of ``stream``) returns: the prompts as fed, the
+    new tokens and why each row stopped, the decoded texts, and the timings; ``speed()`` is
+    the one-line report (steady decode tok/s, compilation apart)."""
+
     prompt_tokens: list[list[int]]  # what was fed (after any requested truncation)
     tokens: list[list[int]]  # new tokens per row, without the final EOS
     finish_reasons: list[str]  # "eos" or "length" per row

@@ -24,8 +24,6 @@ Command line::
         --device h100
 """
 
-from __future__ import annotations
-
 import argparse
 import math
 import os
@@ -101,6 +99,9 @@ class ProgramMemory:
 
 @dataclass
 class Plan:
+    """The result of ``plan``: per-device and whole-model bytes by kind, the compiled programs'
+    memory, and the device checked against; ``report()`` is the text the command prints."""
+
     config: GrokConfig
     data: int
     model: int
@@ -137,10 +138,13 @@ class Plan:
         return max([p.peak for p in self.programs], default=self.resident)
 
     def fits(self, device_memory: int | None = None) -> bool | None:
+        """Whether the peak fits ``device_memory`` bytes (default: the plan's device); None
+        when no device memory is known."""
         device_memory = device_memory or self.device_memory
         return None if device_memory is None else self.peak <= device_memory
 
     def report(self) -> str:
+        """The plan as the text ``python -m grok_flax plan`` prints (``format_plan``)."""
         return format_plan(self)
 
     def __str__(self) -> str:
@@ -404,6 +408,7 @@ def _gb(n: int) -> str:
 
 
 def format_plan(p: Plan) -> str:
+    """A plan as a report: per-device bytes by kind, the compiled programs' memory, the fit."""
     cfg = p.config
     lines = []
     quant = "int8 linears + bf16 scales" if cfg.quantized else f"{cfg.param_dtype} linears"
@@ -486,6 +491,7 @@ def format_plan(p: Plan) -> str:
 
 
 def add_plan_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of ``python -m grok_flax plan``, added to ``parser``."""
     parser.add_argument(
         "--config",
         default="grok-1",
@@ -547,6 +553,8 @@ def _ensure_devices(n: int, backend: str) -> None:
 
 
 def run_plan(args: argparse.Namespace) -> int:
+    """``python -m grok_flax plan``: plan, print the report; exit status 0 if it fits (or no
+    device was named), 1 if not."""
     cfg = GrokConfig.load(args.config)
     if args.layers is not None:
         cfg = cfg.replace(num_layers=args.layers)

@@ -31,12 +31,14 @@ class Tokenizer:
         self.eos_id, self.unk_id = self.sp.eos_id(), self.sp.unk_id()
 
     def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
+        """Token ids of ``text``, with the BOS / EOS id added when asked."""
         if not isinstance(text, str):
             raise TypeError(f"encode takes a str, got {type(text).__name__}")
         ids = self.sp.encode(text)
         return ([self.bos_id] if bos else []) + ids + ([self.eos_id] if eos else [])
 
     def decode(self, ids) -> str:
+        """The text of token ids (any integers: lists, numpy or JAX arrays)."""
         return self.sp.decode([int(i) for i in ids])
 
     def piece(self, i: int) -> str:
@@ -44,6 +46,7 @@ class Tokenizer:
         return self.sp.id_to_piece(int(i))
 
     def pieces(self, ids) -> list[str]:
+        """The piece of each id (see ``piece``)."""
         return [self.piece(i) for i in ids]
 
     def __len__(self) -> int:

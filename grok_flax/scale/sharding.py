@@ -105,7 +105,7 @@ def abstract_state(module_or_state, mesh: Mesh):
 
 
 def bytes_per_device(tree) -> int:
-    """Bytes one device holds of a pytree of sharded arrays / ``ShapeDtypeStruct``s
+    """Bytes one device holds of a pytree of sharded arrays or ``ShapeDtypeStruct`` leaves
     (leaves without a sharding count whole). Shards here are always even."""
     total = 0
     for leaf in jax.tree.leaves(tree):
