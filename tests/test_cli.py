@@ -16,6 +16,21 @@ def run(capsys, *argv):
     return code, out.out, out.err
 
 
+def generate_x(capsys, checkpoint, tokenizer, *more):
+    """``generate --prompt x --checkpoint C --tokenizer T [more]``: (code, stdout, stderr)."""
+    return run(
+        capsys,
+        "generate",
+        "--prompt",
+        "x",
+        "--checkpoint",
+        str(checkpoint),
+        "--tokenizer",
+        str(tokenizer),
+        *more,
+    )
+
+
 def one_error_line(err: str) -> str:
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1, err
@@ -60,18 +75,7 @@ def test_bad_generate_arguments_exit_2_before_loading(capsys, monkeypatch, argv,
 
 
 def test_config_that_is_a_folder_without_config_json(capsys, tmp_path, tokenizer_path):
-    code, _, err = run(
-        capsys,
-        "generate",
-        "--prompt",
-        "x",
-        "--checkpoint",
-        str(tmp_path),
-        "--tokenizer",
-        str(tokenizer_path),
-        "--config",
-        str(tmp_path),
-    )
+    code, _, err = generate_x(capsys, tmp_path, tokenizer_path, "--config", str(tmp_path))
     assert code == 2
     assert one_error_line(err) == f"error: {tmp_path} is a folder without a config.json"
 
@@ -89,16 +93,7 @@ def test_corrupt_tokenizer_is_one_line(capsys, tmp_path):
 def test_string_booleans_in_a_config_are_refused(capsys, tmp_path, tokenizer_path):
     cfg = tmp_path / "config.json"
     cfg.write_text(json.dumps({"quantized": "false"}))
-    code, _, err = run(
-        capsys,
-        "generate",
-        "--prompt",
-        "x",
-        "--checkpoint",
-        str(tmp_path),
-        "--tokenizer",
-        str(tokenizer_path),
-    )
+    code, _, err = generate_x(capsys, tmp_path, tokenizer_path)
     assert code == 2
     assert one_error_line(err) == (
         "error: invalid GrokConfig: quantized must be true or false, got 'false'"
@@ -232,17 +227,6 @@ def test_generator_takes_numpy_and_jax_token_ids():
 
 @pytest.mark.skipif(not TOKENIZER.is_file(), reason="no release tokenizer")
 def test_unknown_preset_is_one_line(capsys, tokenizer_path, tmp_path):
-    code, _, err = run(
-        capsys,
-        "generate",
-        "--prompt",
-        "x",
-        "--checkpoint",
-        str(tmp_path),
-        "--tokenizer",
-        str(tokenizer_path),
-        "--config",
-        "grok-2",
-    )
+    code, _, err = generate_x(capsys, tmp_path, tokenizer_path, "--config", "grok-2")
     assert code == 2
     assert "grok-2" in one_error_line(err)
