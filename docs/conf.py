@@ -17,6 +17,7 @@ generated from it.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -90,6 +91,7 @@ GROUPS = [
 ]
 
 
+@functools.cache  # read once per build: every page asks
 def module_map() -> list[dict]:
     """Rows of architecture.md's table: file, dotted module, what it is, notebook docnames."""
     text = (ROOT / "docs" / "architecture.md").read_text()
@@ -122,6 +124,7 @@ def _group_of(row) -> int:
     return 0
 
 
+@functools.cache
 def _notebook_title(docname: str) -> str:
     nb = json.loads((ROOT / f"{docname}.ipynb").read_text())
     first = "".join(nb["cells"][0]["source"]).splitlines()[0]
