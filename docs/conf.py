@@ -87,6 +87,7 @@ GROUPS = [
     ("Checkpoints", "the released files in and out", "checkpoint/"),
     ("Running", "text in, text out; the compiled steps; the memory plan", "running/"),
     ("The demo model", "the bundled small model: corpus, training, evaluation", "demo/"),
+    ("The course", "the checkers of the notebooks' exercises", "course/"),
     ("Figures and the command line", "", "viz|__main__"),
 ]
 

@@ -1,20 +1,5 @@
-"""Figures for the walkthrough: routing, expert load, attention, RoPE, quantisation, memory.
-
-Every function returns a ``matplotlib.figure.Figure`` built without pyplot (no global figure
-state, nothing shown, safe on the Agg backend and in tests); a notebook displays it as the
-cell's value, a script saves it with ``fig.savefig(path)``.
-
-What the model can show is asked for with ``capture``::
-
-    logits, cap = model(tokens, capture=True)
-    # cap["router_probs"] [L, B, T, E]   cap["experts"], cap["gates"] [L, B, T, k]
-    # cap["attention"]    [L, B, K, R, T, S]   (K kv-heads × R query heads each)
-    viz.routing_heatmap(cap["experts"], labels, gates=cap["gates"])
-    viz.expert_load(cap["experts"], num_experts=cfg.num_experts)
-    viz.attention_maps(cap["attention"], labels, layer=0, kv_head=0)
-
-``token_labels(tokenizer, ids)`` turns token ids into short, printable tick labels.
-"""
+"""The model's own figures: its architecture, and what it computes — routing, expert load,
+attention, RoPE, quantisation error, memory, sharding (``grok_flax.viz`` re-exports them)."""
 
 from __future__ import annotations
 
@@ -28,6 +13,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter
 
 __all__ = [
+    "ARCHITECTURE_PARTS",
     "RoutingExplorer",
     "architecture",
     "attention_maps",
@@ -131,6 +117,7 @@ _NB_COLORS = {
     "07": "#9467bd",
     "08": "#7f7f7f",
     "09": "#17becf",
+    "10": "#bcbd22",
 }
 
 
@@ -138,16 +125,51 @@ def _equals(value: float, target: float) -> bool:
     return math.isclose(value, target, rel_tol=1e-9)
 
 
-def architecture(cfg=None, *, title: str | None = None) -> Figure:
+ARCHITECTURE_PARTS = {
+    "io": "token ids in, logits out",
+    "embed": "the embedding and the tied un-embedding",
+    "layers": "the stack of decoder layers",
+    "norm": "the RMSNorms",
+    "attn": "grouped-query attention",
+    "rope": "RoPE, inside attention",
+    "kv": "the KV memory",
+    "router": "the router",
+    "experts": "the experts",
+    "quant": "the int8 weights (attention and experts)",
+    "mesh": "sharding over a mesh (nb 07)",
+    "running": "loading and generating (nb 08)",
+    "long": "long context (nb 09)",
+    "training": "training (nb 10)",
+}
+
+
+def architecture(
+    cfg=None, *, title: str | None = None, highlight: str | Sequence[str] | None = None
+) -> Figure:
     """The whole model on one page: token ids to logits (left) and one decoder layer opened
     up (right). Every size comes from ``cfg`` (a ``GrokConfig``; Grok-1 by default), the
     activation shapes are written on the arrows, and each box carries the number of the
-    walkthrough notebook that builds it ("nb 03")."""
+    walkthrough notebook that builds it ("nb 03").
+
+    ``highlight`` names the parts a notebook is about (keys of ``ARCHITECTURE_PARTS``, e.g.
+    ``"rope"`` or ``("router", "experts")``): those get a red frame and bold text, everything
+    else is greyed out — the course's "you are here"."""
     from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch
 
     from grok_flax.config import GrokConfig
 
     cfg = GrokConfig.grok_1() if cfg is None else cfg
+    lit = {highlight} if isinstance(highlight, str) else set(highlight or ())
+    unknown = lit - set(ARCHITECTURE_PARTS)
+    if unknown:
+        raise ValueError(
+            f"architecture(highlight=...): unknown part(s) {sorted(unknown)}; "
+            f"the parts are {sorted(ARCHITECTURE_PARTS)}"
+        )
+
+    def on(*parts) -> bool:  # drawn in full: nothing highlighted, or one of these is
+        return not lit or bool(lit & set(parts))
+
     L, D, H = cfg.num_layers, cfg.emb_size, cfg.key_size
     Nq, Nk, E, k = cfg.num_q_heads, cfg.num_kv_heads, cfg.num_experts, cfg.num_selected_experts
     F, V, cap = cfg.ffn_size, cfg.vocab_size, cfg.attn_logit_cap
@@ -182,16 +204,20 @@ def architecture(cfg=None, *, title: str | None = None) -> Figure:
             bbox=dict(boxstyle="round,pad=0.22", facecolor=_NB_COLORS[nb], edgecolor="none"),
         )
 
-    def box(x, y, w, h, rows, kind, nb=None, fontsize=9.0):
-        """rows: lines of text, each a string or (string, notebook) for a badge on the line."""
+    def box(x, y, w, h, rows, kind, nb=None, fontsize=9.0, parts=(), strong=()):
+        """rows: lines of text, each a string or (string, notebook) for a badge on the line.
+        parts: the ARCHITECTURE_PARTS this box belongs to; strong: rows (by text) set in bold
+        when one of ``lit`` is among their parts, as {text: parts}."""
+        shown, framed = on(*parts), bool(lit) and on(*parts)
         ax.add_patch(
             FancyBboxPatch(
                 (x - w / 2, y - h / 2),
                 w,
                 h,
                 facecolor=fill[kind],
-                edgecolor="#555555",
-                lw=1,
+                edgecolor="#d62728" if framed else "#555555",
+                lw=3 if framed else 1,
+                alpha=1.0 if shown else 0.3,
                 zorder=2,
                 boxstyle="round,pad=0,rounding_size=1.2",
             )
@@ -199,7 +225,18 @@ def architecture(cfg=None, *, title: str | None = None) -> Figure:
         rows = [r if isinstance(r, tuple) else (r, None) for r in rows]
         top = y + (len(rows) - 1) * row_h / 2
         for i, (text, row_nb) in enumerate(rows):
-            ax.text(x, top - i * row_h, text, ha="center", va="center", fontsize=fontsize, zorder=3)
+            bold = bool(lit) and text in dict(strong) and on(*dict(strong)[text])
+            ax.text(
+                x,
+                top - i * row_h,
+                text,
+                ha="center",
+                va="center",
+                fontsize=fontsize,
+                zorder=3,
+                color="#222222" if shown else "#aaaaaa",
+                fontweight="bold" if bold else "normal",
+            )
             if row_nb:
                 badge(x + w / 2 - 0.6, top - i * row_h, row_nb)
         if nb:
@@ -239,7 +276,7 @@ def architecture(cfg=None, *, title: str | None = None) -> Figure:
 
     # ---- left: token ids -> embedding -> L layers -> final norm -> un-embedding -> logits ----
     cx, w = 16.5, 29
-    box(cx, 87, w, 6, ["token ids [B, T]", f"(integers 0 … {V - 1:,})"], "io")
+    box(cx, 87, w, 6, ["token ids [B, T]", f"(integers 0 … {V - 1:,})"], "io", parts=["io"])
     arrow((cx, 84), (cx, 80.5))
     box(
         cx,
@@ -254,6 +291,7 @@ def architecture(cfg=None, *, title: str | None = None) -> Figure:
         ],
         "embed",
         "06",
+        parts=["embed"],
     )
     arrow((cx, 69.5), (cx, 63.5), act)
     box(
@@ -275,9 +313,10 @@ def architecture(cfg=None, *, title: str | None = None) -> Figure:
         ],
         "layers",
         "06",
+        parts=["layers"],
     )
     arrow((cx, 40.5), (cx, 34.5), act)
-    box(cx, 31.5, w, 6, ["final RMSNorm", f"(scale [{D}])"], "norm", "06")
+    box(cx, 31.5, w, 6, ["final RMSNorm", f"(scale [{D}])"], "norm", "06", parts=["norm"])
     arrow((cx, 28.5), (cx, 25))
     box(
         cx,
@@ -292,9 +331,10 @@ def architecture(cfg=None, *, title: str | None = None) -> Figure:
         ],
         "embed",
         "06",
+        parts=["embed"],
     )
     arrow((cx, 14), (cx, 8.5), f"[B, T, {V}]")
-    box(cx, 5.5, w, 6, [f"logits [B, T, {V}]", "(one score per token id)"], "io")
+    box(cx, 5.5, w, 6, [f"logits [B, T, {V}]", "(one score per token id)"], "io", parts=["io"])
 
     # ---- right: one decoder layer ----
     x0, x1, y0, y1 = 34.5, 119, 0, 95.5
@@ -365,9 +405,10 @@ def architecture(cfg=None, *, title: str | None = None) -> Figure:
         arrow((left - 2.5, y), (rx + 1.5, y))
 
     int8 = [("int8 weights + scales", "05")] if cfg.quantized else []
+    int8_strong = {"int8 weights + scales": ["quant"]}
     # attention block
     block_in(87)
-    box(bx, 87, bw, 4.5, ["pre-attention RMSNorm"], "norm", "06")
+    box(bx, 87, bw, 4.5, ["pre-attention RMSNorm"], "norm", "06", parts=["norm"])
     arrow((bx, 84.75), (bx, 81.5), act)
     att_rows = [
         "grouped-query attention",
@@ -381,7 +422,18 @@ def architecture(cfg=None, *, title: str | None = None) -> Figure:
     ]
     att_h = len(att_rows) * row_h + 2
     att_y = 81.5 - att_h / 2
-    box(bx, att_y, bw, att_h, att_rows, "attn", "03")
+    rope_row = f"RoPE on q and k (base {cfg.rope_base:g})"
+    box(
+        bx,
+        att_y,
+        bw,
+        att_h,
+        att_rows,
+        "attn",
+        "03",
+        parts=["attn", "rope", "quant"],
+        strong={rope_row: ["rope"], **int8_strong},
+    )
     box(
         107.5,
         att_y,
@@ -391,17 +443,18 @@ def architecture(cfg=None, *, title: str | None = None) -> Figure:
         "kv",
         "03",
         fontsize=8.5,
+        parts=["kv", "long"],
     )
     arrow((bx + bw / 2, att_y), (97.5, att_y), both=True)
     y = att_y - att_h / 2
     arrow((bx, y), (bx, y - 3.25), act)
     post_attn = y - 5.5
-    box(bx, post_attn, bw, 4.5, ["post-attention RMSNorm"], "norm", "06")
+    box(bx, post_attn, bw, 4.5, ["post-attention RMSNorm"], "norm", "06", parts=["norm"])
     block_out(post_attn, post_attn - 4)
     # mixture-of-experts block
     pre_moe = post_attn - 9
     block_in(pre_moe)
-    box(bx, pre_moe, bw, 4.5, ["pre-MoE RMSNorm"], "norm", "06")
+    box(bx, pre_moe, bw, 4.5, ["pre-MoE RMSNorm"], "norm", "06", parts=["norm"])
     arrow((bx, pre_moe - 2.25), (bx, pre_moe - 5.5), act)
     router_y = pre_moe - 5.5 - 4.1
     box(
@@ -416,6 +469,7 @@ def architecture(cfg=None, *, title: str | None = None) -> Figure:
         ],
         "moe",
         "04",
+        parts=["router"],
     )
     arrow((bx, router_y - 4.1), (bx, router_y - 7.6), f"gates, experts [B, T, {k}]")
     exp_rows = [
@@ -429,7 +483,7 @@ def architecture(cfg=None, *, title: str | None = None) -> Figure:
     ]
     exp_h = len(exp_rows) * row_h + 1.5
     exp_y = router_y - 7.6 - exp_h / 2
-    box(bx, exp_y, bw, exp_h, exp_rows, "moe", "04")
+    box(bx, exp_y, bw, exp_h, exp_rows, "moe", "04", parts=["experts", "quant"], strong=int8_strong)
     n_draw = min(E, 16)
     sw = min(3.6, (bw - 8) / n_draw - 0.6)
     xs = bx - (n_draw - 1) * (sw + 0.6) / 2 + np.arange(n_draw) * (sw + 0.6)
@@ -444,6 +498,7 @@ def architecture(cfg=None, *, title: str | None = None) -> Figure:
                 lw=0.9,
                 facecolor="#ff7f0e" if j < k else "white",
                 edgecolor="#8a4b08",
+                alpha=1.0 if on("experts", "quant") else 0.3,
             )
         )
         ax.text(
@@ -458,16 +513,29 @@ def architecture(cfg=None, *, title: str | None = None) -> Figure:
     y = exp_y - exp_h / 2
     arrow((bx, y), (bx, y - 3.25), act)
     post_moe = y - 5.5
-    box(bx, post_moe, bw, 4.5, ["post-MoE RMSNorm"], "norm", "06")
+    box(bx, post_moe, bw, 4.5, ["post-MoE RMSNorm"], "norm", "06", parts=["norm"])
     block_out(post_moe, post_moe - 4)
 
     # the rest of the course, below the layer
-    ax.text(96, 11, "around the model:", fontsize=8.5, va="center", color="#444444")
-    for i, (nb, text) in enumerate(
-        (("07", "sharded over a mesh"), ("08", "loaded, generating"), ("09", "long context")), 1
-    ):
-        badge(96, 11 - 2.5 * i, nb, ha="left")
-        ax.text(102.5, 11 - 2.5 * i, text, fontsize=8.5, va="center", color="#444444")
+    ax.text(96, 12.5, "around the model:", fontsize=8.5, va="center", color="#444444")
+    around = (
+        ("07", "sharded over a mesh", "mesh"),
+        ("08", "loaded, generating", "running"),
+        ("09", "long context", "long"),
+        ("10", "trained from scratch", "training"),
+    )
+    for i, (nb, text, part) in enumerate(around, 1):
+        badge(96, 12.5 - 2.5 * i, nb, ha="left")
+        framed = bool(lit) and on(part)
+        ax.text(
+            102.5,
+            12.5 - 2.5 * i,
+            text,
+            fontsize=9.5 if framed else 8.5,
+            va="center",
+            color="#d62728" if framed else "#444444",
+            fontweight="bold" if framed else "normal",
+        )
     presets = {
         "Grok-1": GrokConfig.grok_1(),
         "GrokConfig.small()": GrokConfig.small(),
