@@ -22,7 +22,24 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Exercise", "exercise", "exercises"]
+__all__ = ["Exercise", "Verdict", "exercise", "exercises"]
+
+
+class Verdict:
+    """What a checker returns: true when the answer is right. It prints nothing more in a
+    notebook (the checker already said why), so a learner's cell shows only that message."""
+
+    def __init__(self, right: bool):
+        self.right = bool(right)
+
+    def __bool__(self) -> bool:
+        return self.right
+
+    def __repr__(self) -> str:
+        return f"Verdict({self.right})"
+
+    def _ipython_display_(self) -> None:  # IPython: display nothing (the message is printed)
+        pass
 
 
 @dataclass(frozen=True)
@@ -36,20 +53,21 @@ class Exercise:
     wrong: tuple[Callable[[], Any], ...]  # makers of plausible wrong answers: each is rejected
     praise: str = ""  # what a right answer shows, printed with the tick
 
-    def __call__(self, answer: Any) -> bool:
-        """Judge ``answer``: print ✓ or ✗ with the reason; return whether it is right."""
+    def __call__(self, answer: Any) -> Verdict:
+        """Judge ``answer``: print ✓ or ✗ with the reason; return a ``Verdict``, true when
+        the answer is right (``assert ch04.top2_share(answer)``)."""
         if answer is ... or answer is None:
             print(f"… {self.name}: not answered yet. {self.task}")
-            return False
+            return Verdict(False)
         try:
             problem = self.judge(answer)
         except Exception as e:  # a learner's function that raises is a wrong answer, explained
             problem = f"checking your answer raised {type(e).__name__}: {e}"
         if problem is None:
             print(f"✓ {self.name}: right. {self.praise}".rstrip())
-            return True
+            return Verdict(True)
         print(f"✗ {self.name}: {problem}")
-        return False
+        return Verdict(False)
 
     def __repr__(self) -> str:
         return f"<exercise {self.chapter}.{self.name}: {self.task}>"
