@@ -5,6 +5,7 @@ Queries are kept as ``[B, T, K, R, H]`` (K kv-heads × R query heads each) so K/
 repeated in memory; query head ``k·R + r`` reads KV head ``k``.
 Logits are made fp32, multiplied by ``attn_output_multiplier``, squashed by
 ``30·tanh(x/30)`` (no logit can exceed ±30), masked with -1e30 and soft-maxed in fp32.
+(``cap=None`` leaves the logits uncapped: an ablation, ``GrokConfig.attn_logit_cap``.)
 
 Three algorithms compute the same function:
 
@@ -34,9 +35,9 @@ from grok_flax.rope import RotaryEmbedding
 MASK_VALUE = -1e30  # the reference's fill for masked logits
 
 
-def soft_cap(logits: jax.Array, cap: float = 30.0) -> jax.Array:
-    """cap · tanh(x / cap): smooth, monotone, bounded by ±cap."""
-    return cap * jnp.tanh(logits / cap)
+def soft_cap(logits: jax.Array, cap: float | None = 30.0) -> jax.Array:
+    """cap · tanh(x / cap): smooth, monotone, bounded by ±cap (``None``: the logits as they are)."""
+    return logits if cap is None else cap * jnp.tanh(logits / cap)
 
 
 def visibility(q_pos: jax.Array, k_pos: jax.Array, k_valid: jax.Array) -> jax.Array:
@@ -49,6 +50,15 @@ def _logits(q, k, multiplier, cap):
     # as the reference, then fp32 for everything after).
     logits = jnp.einsum("btkrh,bskh->bkrts", q, k).astype(jnp.float32)
     return soft_cap(logits * multiplier, cap)
+
+
+def logit_max(q, k, q_pos, k_pos, k_valid, *, multiplier: float) -> jax.Array:
+    """[B] fp32: the largest absolute logit any query head gives a key it can see, *before*
+    the soft cap — how hard the cap is working (a diagnostic: one T×S pass, as
+    ``attend_naive``)."""
+    raw = jnp.einsum("btkrh,bskh->bkrts", q, k).astype(jnp.float32) * multiplier
+    visible = visibility(q_pos, k_pos, k_valid)[:, None, None]  # [B, 1, 1, T, S]
+    return jnp.where(visible, jnp.abs(raw), 0.0).max(axis=(1, 2, 3, 4))
 
 
 def attend_naive(
@@ -185,7 +195,15 @@ class Attention(nnx.Module):
         self.rope = RotaryEmbedding(H, cfg.rope_base)
 
     def __call__(
-        self, x, positions, kv=None, *, k_valid, step=None, layer=0, return_weights: bool = False
+        self,
+        x,
+        positions,
+        kv=None,
+        *,
+        k_valid,
+        step=None,
+        layer=0,
+        capture: tuple[str, ...] = (),
     ):
         """x [B, T, D]; positions [B, T].
 
@@ -194,7 +212,9 @@ class Attention(nnx.Module):
         carries them): this call's keys/values are written into layer ``layer`` at per-row
         offsets ``step`` [B] — only those slots — and attention runs over that layer's S
         slots; ``k_valid`` [B, S] then says which slots hold real tokens. Returns
-        (out [B, T, D], the updated stacks or None, weights or None).
+        (out [B, T, D], the updated stacks or None, captures): ``capture`` may name
+        "attention" (the weights [B, K, R, T, S], by the naive algorithm) and
+        "attention_logit_max" (``logit_max``, [B]).
         """
         cfg = self.cfg
         B, T, _ = x.shape
@@ -203,8 +223,9 @@ class Attention(nnx.Module):
             q = matmul(x, self.query.get_value()).reshape(B, T, K * R, H)
             k = matmul(x, self.key.get_value()).reshape(B, T, K, H)
             v = matmul(x, self.value.get_value()).reshape(B, T, K, H)
-        q = self.rope(q, positions).reshape(B, T, K, R, H)  # [B, T, K, R, H]
-        k = self.rope(k, positions)
+        if cfg.use_rope:  # False only in the no-RoPE ablation
+            q, k = self.rope(q, positions), self.rope(k, positions)
+        q = q.reshape(B, T, K, R, H)  # [B, T, K, R, H]
         new_kv = None
         if kv is not None:
             with jax.named_scope("kv_memory_write"):
@@ -215,7 +236,8 @@ class Attention(nnx.Module):
                 k_pos = jnp.broadcast_to(jnp.arange(k.shape[1]), (B, k.shape[1]))
         else:  # keys are this call's tokens, at the queries' positions
             k_pos = positions
-        weights = None
+        captures = {}
+        return_weights = "attention" in capture
         args = (q, k.astype(x.dtype), v.astype(x.dtype), positions, k_pos, k_valid)
         kw = dict(multiplier=cfg.attn_output_multiplier, cap=cfg.attn_logit_cap)
         with jax.named_scope("attention"):
@@ -223,11 +245,15 @@ class Attention(nnx.Module):
             if return_weights or cfg.attention_impl == "naive" or T == 1:
                 out = attend_naive(*args, return_weights=return_weights, **kw)
                 if return_weights:
-                    out, weights = out
+                    out, captures["attention"] = out
             elif cfg.attention_impl == "tokamax":
                 out = attend_tokamax(*args, **kw)
             else:
                 out = attend_chunked(*args, chunk=cfg.attention_chunk, **kw)
+            if "attention_logit_max" in capture:
+                captures["attention_logit_max"] = logit_max(
+                    *args[:2], *args[3:], multiplier=cfg.attn_output_multiplier
+                )
         with jax.named_scope("out_proj"):
             out = matmul(out.reshape(B, T, K * R * H), self.linear.get_value())
-        return out, new_kv, weights
+        return out, new_kv, captures

@@ -69,7 +69,7 @@ class GrokConfig:
     # --- fixed in the reference code, named here ---
     rope_base: float = 10000.0  # rotary embedding base ("base_exponent")
     norm_eps: float = 1e-5  # RMSNorm epsilon
-    attn_logit_cap: float = 30.0  # logits -> cap * tanh(logits / cap)
+    attn_logit_cap: float | None = 30.0  # logits -> cap * tanh(logits / cap); None: no cap
     # --- storage and compute ---
     quantized: bool = True  # linear weights as int8 + scales (as released) or plain floats
     attn_out_scale_blocks: int = 8  # scale blocks G along the input of attention's output proj.
@@ -92,6 +92,10 @@ class GrokConfig:
     # per expert as a power of two in 64..256, on GPU/TPU the mean in 256..1024 (moe.auto_tile)
     moe_tile: int | str = "auto"
     scan_layers: bool = True  # one compiled layer under lax.scan (False: a Python loop)
+    # --- ablation switches: Grok-1 is the default; others change the function (demo/ablate.py) ---
+    use_rope: bool = True  # rotary embedding on q and k (False: no positions, only causality)
+    post_norms: bool = True  # the sandwich's post-attention/post-MoE RMSNorms (False: pre-norm)
+    renormalize_gates: bool = False  # top-k gates divided by their sum (Grok-1: raw probabilities)
 
     def __post_init__(self):
         problems = []
@@ -118,7 +122,7 @@ class GrokConfig:
         )
         if self.moe_tile != "auto":
             positive("moe_tile")
-        for name in ("quantized", "scan_layers"):
+        for name in ("quantized", "scan_layers", "use_rope", "post_norms", "renormalize_gates"):
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"{name} must be true or false, got {getattr(self, name)!r}")
         if problems:
@@ -170,6 +174,8 @@ class GrokConfig:
             "attn_logit_cap",
         ):
             v = getattr(self, name)
+            if name == "attn_logit_cap" and v is None:
+                continue  # no cap: an ablation, not the release
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
                 problems.append(f"{name} must be a positive number, got {v!r}")
         if problems:

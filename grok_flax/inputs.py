@@ -19,7 +19,11 @@ import numpy as np
 
 from grok_flax.config import GrokConfig
 
-CAPTURES = ("routing", "attention")  # what ``Grok.__call__(..., capture=...)`` can return
+CAPTURES = (
+    "routing",
+    "attention",
+    "attention_logit_max",
+)  # what ``Grok.__call__(..., capture=...)`` can return
 
 
 def validate(cfg: GrokConfig, tokens, memory, lengths, capture, *, on_device: bool):

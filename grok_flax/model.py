@@ -73,7 +73,8 @@ class Grok(nnx.Module):
         of each row and return [B, vocab] (a prefill needs only its last token's logits).
         ``capture=True`` also returns a dict of per-layer values stacked [L, ...]: router
         probabilities, chosen experts and gates ("routing") and attention weights
-        ("attention", computed with the naive T×S algorithm); ``capture=("routing",)`` asks
+        ("attention", computed with the naive T×S algorithm), and the largest logit before
+        the soft cap per row ("attention_logit_max", [L, B]); ``capture=("routing",)`` asks
         for a subset. It costs nothing when off.
 
         Inputs are checked, never silently used: token ids outside ``[0, vocab)``, a KV

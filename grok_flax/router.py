@@ -3,6 +3,7 @@
 fp32 throughout: ``probs = softmax(x @ w)`` over *all* experts, then top-k. The gates are the
 raw probabilities of the chosen experts — Grok-1 does *not* renormalise them to sum to 1, so
 a token whose top-2 hold 60% of the mass gets 0.6 of an expert output in total.
+(``renormalize=True`` divides the gates by their sum: an ablation, not the release.)
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ class Router(nnx.Module):
         *,
         rngs: nnx.Rngs,
         param_dtype=jnp.float32,
+        renormalize: bool = False,
     ):
         if not 0 < num_selected <= num_experts:
             raise ValueError(f"cannot select {num_selected} of {num_experts} experts")
         self.num_selected = num_selected
+        self.renormalize = renormalize
         w = jax.random.normal(rngs.params(), (emb_size, num_experts)) * emb_size**-0.5
         self.w = nnx.Param(w.astype(param_dtype), logical=("embed", "experts"))  # [D, E]
 
@@ -38,4 +41,6 @@ class Router(nnx.Module):
             logits = jnp.dot(x.astype(jnp.float32), self.w[...].astype(jnp.float32))
             probs = jax.nn.softmax(logits, axis=-1)
             gates, experts = jax.lax.top_k(probs, self.num_selected)
+            if self.renormalize:  # not Grok-1: the chosen gates made to sum to 1
+                gates = gates / gates.sum(axis=-1, keepdims=True)
             return gates, experts.astype(jnp.int32), probs

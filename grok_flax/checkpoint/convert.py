@@ -27,7 +27,12 @@ import numpy as np
 from flax import nnx
 
 from grok_flax.checkpoint.loader import load_checkpoint
-from grok_flax.checkpoint.release import CheckpointError, get_path, release_names
+from grok_flax.checkpoint.release import (
+    CheckpointError,
+    get_path,
+    release_names,
+    require_release_layout,
+)
 from grok_flax.checkpoint.writer import save_checkpoint
 from grok_flax.config import GrokConfig
 from grok_flax.model import Grok, abstract_model
@@ -45,6 +50,7 @@ def save_safetensors(model: Grok, path: str | os.PathLike) -> Path:
     quantized weight as ``<name>.weight`` and ``<name>.scales``), its config in the metadata."""
     from safetensors.numpy import save_file
 
+    require_release_layout(model.cfg)
     state, tensors = _params(model), {}
     for name, mpath, layer in release_names(model.cfg.num_layers):
         value = get_path(state, mpath).get_value()
@@ -65,6 +71,7 @@ def _model_from_tensors(cfg: GrokConfig, fetch, mesh=None) -> Grok:
     all missing or mis-shaped tensors are reported together."""
     abstract = abstract_model(cfg)
     graphdef, state = nnx.split(abstract)
+    require_release_layout(cfg)
     per_path: dict = {}
     problems = []
     for name, mpath, layer in release_names(cfg.num_layers):

@@ -40,6 +40,7 @@ from grok_flax.checkpoint.release import (
     get_path,
     layer_prefix,
     release_names,
+    require_release_layout,
     tensor_file_name,
 )
 from grok_flax.config import GrokConfig
@@ -183,6 +184,7 @@ def _plan(path, cfg: GrokConfig):
     """Parse and validate every file; returns (cfg, abstract model, {model path: [specs]})."""
     ckpt = checkpoint_dir(path)
     files, problems = _scan_files(ckpt)
+    require_release_layout(cfg)
     order = release_names(cfg.num_layers)
     specs, parse_problems = _parse_all(files)
     problems += parse_problems

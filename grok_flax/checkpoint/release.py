@@ -133,6 +133,17 @@ def layer_prefix(layer: int) -> str:
     return _LAYER_PREFIX.format(layer)
 
 
+def require_release_layout(cfg) -> None:
+    """The release's files hold Grok-1's parameter tree: four norms per layer. A config whose
+    tree differs (``post_norms=False``, an ablation) can't be read or written in that format."""
+    if not cfg.post_norms:
+        raise ValueError(
+            "GrokConfig(post_norms=False) has no post-attention/post-MoE norms, which the "
+            "release format (rms_norm_1, rms_norm_3) requires: such an ablation model can't be "
+            "read or written as a release checkpoint"
+        )
+
+
 def release_names(num_layers: int) -> list[tuple[str, tuple[str, ...], int | None]]:
     """[(release name, model path, layer or None)] in checkpoint file order."""
     entries = []

@@ -32,6 +32,7 @@ from grok_flax.checkpoint.release import (
     get_path,
     quantized_shape_problem,
     release_names,
+    require_release_layout,
     tensor_file_name,
 )
 from grok_flax.model import Grok
@@ -360,6 +361,7 @@ def save_checkpoint(
     ckpt = Path(path) / "ckpt-0"
     ckpt.mkdir(parents=True, exist_ok=True)
     state = nnx.state(model, nnx.Param)
+    require_release_layout(cfg)
     order = release_names(cfg.num_layers)
     blocks = {
         ("layers", "attn", "linear"): cfg.attn_out_scale_blocks,
