@@ -55,26 +55,33 @@ def test_token_labels():
 def test_routing_heatmap(captured):
     cap, tokens = captured
     labels = [f"tok{i}" for i in range(T)]
+    k = CFG.num_selected_experts
     fig = viz.routing_heatmap(
         cap["experts"], labels, gates=cap["gates"], row=1, num_experts=CFG.num_experts
     )
     _renders(fig)
-    ax, cb = fig.axes  # heatmap + colour bar
+    (ax,) = fig.axes  # the heatmap; the expert colours are a figure legend
     assert [t.get_text() for t in ax.get_yticklabels()] == labels
     assert len(ax.get_xticklabels()) == CFG.num_layers
-    assert len(ax.texts) == CFG.num_layers * T  # every cell annotated
+    assert len(ax.texts) == CFG.num_layers * T * k  # every choice of every cell named
     assert ax.images[0].get_array().shape == (T, CFG.num_layers)
     np.testing.assert_array_equal(ax.images[0].get_array(), cap["experts"][:, 1, :, 0].T)
-    assert len(cb.get_yticks()) == CFG.num_experts
-    # the caption under the title says what the colours and the cell text are
-    assert fig.get_suptitle() and "cell text e:g" in ax.get_title()
+    e, g = cap["experts"][0, 1, 0], cap["gates"][0, 1, 0]  # layer 0, token 0: 1st, 2nd choice
+    assert [t.get_text() for t in ax.texts[:k]] == [
+        f"e{x} {100 * p:.0f}%" for x, p in zip(e, g, strict=True)
+    ]
+    assert all(t.get_fontsize() >= 8 for t in ax.texts)
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == [f"e{i}" for i in range(CFG.num_experts)]
+    # the caption under the title says what the stripes and the cell text are
+    caption = ax.get_title().replace("\n", " ")
+    assert fig.get_suptitle() and "1st choice" in caption and "gate 43%" in caption
     plain = viz.routing_heatmap(cap["experts"], labels, title="custom title")
     assert plain.get_suptitle() == "custom title"
-    caption = plain.axes[0].get_title().replace("\n", " ")
-    assert "cell text a·b = its 2 chosen experts: a = 1st choice, b = 2nd" in caption
-    assert plain.axes[0].texts[0].get_text() == "·".join(str(e) for e in cap["experts"][0, 0, 0])
+    assert "Text e5 = expert 5" in plain.axes[0].get_title().replace("\n", " ")
+    assert plain.axes[0].texts[0].get_text() == f"e{cap['experts'][0, 0, 0, 0]}"
     quiet = viz.routing_heatmap(cap["experts"], labels, annotate=False)
-    assert not quiet.axes[0].texts and "cell text" not in quiet.axes[0].get_title()
+    assert not quiet.axes[0].texts and "Text" not in quiet.axes[0].get_title()
     with pytest.raises(ValueError, match="labels"):
         viz.routing_heatmap(cap["experts"], labels[:-1])
 
@@ -131,12 +138,20 @@ def test_quantization_error():
 
 
 def test_kv_memory_growth():
-    fig = viz.kv_memory_growth(GrokConfig.grok_1(), (1, 8), device_bytes=80e9)
+    fig = viz.kv_memory_growth(GrokConfig.grok_1(), (1, 8, 512), device_bytes=80 * 2**30)
     _renders(fig)
     (ax,) = fig.axes
-    assert len(ax.get_lines()) == 3  # two batch sizes + the device line
+    # three batch sizes, the device line, and the X where batch 512 runs out of memory
+    assert len(ax.get_lines()) == 5
+    assert ax.get_yscale() == "log" and ax.get_xscale() == "log"  # batch 1 is not flat on 0
     assert "256 KiB per token" in ax.get_title()
-    assert ax.get_legend().get_texts()[0].get_text() == "batch 1: 2 GiB at 8,192"
+    labels = [t.get_text() for t in ax.texts]
+    assert "batch 1: 2 GiB" in labels and "batch 512: 1 TiB" in labels
+    assert "full at 640 tokens" in labels  # 80 GiB / (256 KiB × 512)
+    batch1 = ax.get_lines()[0].get_ydata()
+    assert batch1.min() > ax.get_ylim()[0]  # the smallest line is inside the plot
+    with pytest.raises(ValueError, match="batch sizes"):
+        viz.kv_memory_growth(GrokConfig.grok_1(), (0, 8))
 
 
 def test_growth_breakdown_and_parity():

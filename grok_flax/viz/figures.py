@@ -574,26 +574,29 @@ def _wrap(text: str, width_in: float, fontsize: float) -> str:
 
 
 def _routing_caption(k: int, *, annotate: bool, gates: bool) -> str:
-    """What a routing heatmap's colours and cell text stand for, with k choices per token
+    """What a routing heatmap's stripes and cell text stand for, with k choices per token
     (the router's ``top_k`` order: highest probability first)."""
-    colour = "colour = each token's 1st-choice expert"
-    if not annotate:
-        return f"{colour} (the one with the highest router probability)"
-    gate = "gate g = its router probability in %"
     if k == 1:
-        return f"{colour}; cell text " + (
-            f"e:g = that expert e, {gate}" if gates else "= that expert"
+        what = "each cell = the expert a token is sent to in that layer"
+    else:
+        what = (
+            f"each cell = the {k} experts a token is sent to in that layer, "
+            "1st choice (highest router probability) on the left"
         )
+    if not annotate:
+        return what + "."
     if gates:
         return (
-            f"{colour}; cell text e:g = its {k} chosen experts e, 1st choice on the left, "
-            f"each with its {gate}"
+            f"{what}. Text e5 43% = expert 5 with gate 43%: its router probability, "
+            "the weight of its output in the sum."
         )
-    letters = [chr(ord("a") + i) for i in range(min(k, 26))]
-    ranks = ", ".join(
-        f"{x} = {_ordinal(i + 1)}" + (" choice" if i == 0 else "") for i, x in enumerate(letters)
-    )
-    return f"{colour}; cell text {'·'.join(letters)} = its {k} chosen experts: {ranks}"
+    return f"{what}. Text e5 = expert 5."
+
+
+def _ink(rgba) -> str:
+    """Black or white, whichever reads better on a fill colour."""
+    r, g, b = rgba[:3]
+    return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.6 else "white"
 
 
 def routing_heatmap(
@@ -606,14 +609,18 @@ def routing_heatmap(
     title: str | None = None,
     annotate: bool | None = None,
 ) -> Figure:
-    """Which expert each token goes to, in every layer: tokens (rows) × layers (columns).
+    """Which experts each token goes to, in every layer: tokens (rows) × layers (columns).
 
     ``experts`` [L, B, T, k] (or [L, T, k]) from ``capture``, each token's k experts in the
-    router's order (``top_k``: highest probability first); each cell is coloured by the
-    token's first choice and, when there is room, shows all k choices (and with ``gates``
-    their gate values in %). ``title`` is the figure's heading; a caption under it always
-    says what the colours and the cell text mean, so a custom title cannot lose that.
+    router's order (``top_k``: highest probability first). Each cell is split into k stripes,
+    one per choice, coloured by that choice's expert (1st choice on the left; the image under
+    them, ``ax.images[0]``, is the 1st choice); when there is room (``annotate``, default: up
+    to 12 layers) each stripe names its expert, with ``gates`` as ``e:g`` (expert e, gate g
+    in %). A caption under the title always says what the stripes and the text mean, and a
+    legend names the expert colours, so a custom ``title`` cannot lose that.
     """
+    from matplotlib.patches import Patch
+
     e = _select_row(experts, row, 3).astype(int)  # [L, T, k]
     g = None if gates is None else _select_row(gates, row, 3)
     L, T, k = e.shape
@@ -621,45 +628,64 @@ def routing_heatmap(
     labels = list(labels) if labels is not None else [str(t) for t in range(T)]
     if len(labels) != T:
         raise ValueError(f"{len(labels)} labels for {T} tokens")
-    annotate = (T * L <= 1200) if annotate is None else annotate
-    cell_w = 0.62 if (annotate and g is not None) else 0.42
-    fig = Figure(
-        figsize=(_fit(L, cell_w, 4.5, 16, 2.6), _fit(T, 0.24, 3.0, 40, 1.4)), layout="constrained"
-    )
+    annotate = (L <= 12 and T <= 120) if annotate is None else annotate
+    per_choice = (0.62 if g is not None else 0.34) if annotate else 0.14
+    width = _fit(L, per_choice * k, 5.0, 14, 2.8)
+    fig = Figure(figsize=(width, _fit(T, 0.27, 3.2, 40, 2.0)), layout="constrained")
     ax = fig.add_subplot()
     cmap = _expert_colors(E)
     norm = mcolors.BoundaryNorm(np.arange(E + 1) - 0.5, E)
-    im = ax.imshow(e[..., 0].T, cmap=cmap, norm=norm, aspect="auto", interpolation="nearest")
-    if annotate:
-        for layer in range(L):
-            for t in range(T):
-                if g is None:
-                    text = "·".join(str(x) for x in e[layer, t])
-                else:
-                    text = " ".join(
-                        f"{x}:{100 * p:.0f}" for x, p in zip(e[layer, t], g[layer, t], strict=True)
+    ax.imshow(e[..., 0].T, cmap=cmap, norm=norm, aspect="auto", interpolation="nearest")
+    w = 1.0 / k
+    for layer in range(L):
+        for t in range(T):
+            for j in range(k):
+                x0 = layer - 0.5 + j * w
+                if j:  # the 1st choice is the image under the stripes
+                    ax.add_patch(
+                        Rectangle((x0, t - 0.5), w, 1, color=cmap(norm(e[layer, t, j])), lw=0)
                     )
-                ax.text(
-                    layer,
-                    t,
-                    text,
-                    ha="center",
-                    va="center",
-                    fontsize=6.5,
-                    color="white",
-                    fontweight="bold",
-                )
-    ax.set_yticks(range(T), labels, fontsize=8, fontfamily="monospace")
-    ax.set_xticks(range(L), [str(i) for i in range(L)], fontsize=8)
-    ax.set_xlabel("layer")
-    ax.set_ylabel("token")
+                if annotate:
+                    text = f"e{e[layer, t, j]}"
+                    if g is not None:
+                        text += f" {100 * g[layer, t, j]:.0f}%"
+                    ax.text(
+                        x0 + w / 2,
+                        t,
+                        text,
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color=_ink(cmap(norm(e[layer, t, j]))),
+                        fontweight="bold",
+                    )
+    for x in np.arange(L + 1) - 0.5:  # white rules between layers
+        ax.axvline(x, color="white", lw=2.5)
+    ax.set_xlim(-0.5, L - 0.5)
+    ax.set_ylim(T - 0.5, -0.5)
+    ax.set_yticks(range(T), labels, fontsize=9, fontfamily="monospace")
+    step = max(1, math.ceil(L / 16))
+    ax.set_xticks(range(0, L, step), [str(i) for i in range(0, L, step)], fontsize=9)
+    ax.tick_params(length=0)
+    ax.set_xlabel("layer", fontsize=9)
+    ax.set_ylabel("token", fontsize=9)
     ax.xaxis.set_ticks_position("top")
     ax.xaxis.set_label_position("top")
-    fig.suptitle(title or "Routing: the experts each token is sent to, per layer", fontsize=10)
+    fig.suptitle(title or "Routing: the experts each token is sent to, per layer", fontsize=11)
     caption = _routing_caption(k, annotate=annotate, gates=g is not None)
-    ax.set_title(_wrap(caption, fig.get_figwidth(), 7.5), fontsize=7.5, color="#333333")
-    cb = fig.colorbar(im, ax=ax, ticks=range(E), shrink=min(1.0, 8 / max(T, 1) + 0.3))
-    cb.set_label("1st-choice expert")
+    ax.set_title(_wrap(caption, 0.8 * fig.get_figwidth(), 9), fontsize=9, color="#333333")
+    handles = [Patch(color=cmap(norm(i)), label=f"e{i}") for i in range(E)]
+    fig.legend(
+        handles=handles,
+        loc="outside lower center",
+        ncols=min(E, 10),
+        fontsize=9,
+        title="colour = expert",
+        title_fontsize=9,
+        frameon=False,
+        handlelength=1.2,
+        columnspacing=1.0,
+    )
     return fig
 
 
@@ -1051,40 +1077,84 @@ def kv_memory_growth(
     title: str | None = None,
 ) -> Figure:
     """KV-memory bytes against tokens held, one line per batch size, for a ``GrokConfig``
-    (2 × layers × kv-heads × key size × dtype bytes per token and row)."""
+    (2 × layers × kv-heads × key size × dtype bytes per token and row).
+
+    Both axes are logarithmic (base 2), so every batch size is a visible straight line (a
+    batch 128 times larger sits 7 doublings higher, not 128 times higher on a linear axis
+    that flattens batch 1 onto zero); markers sit at each doubling of the tokens and each
+    line is labelled at its end with its size at ``max_tokens``. With ``device_bytes`` a
+    dashed line marks the memory available, and a line that crosses it is marked where it
+    does (the tokens at which that batch runs out of memory)."""
     import jax.numpy as jnp
 
     from grok_flax.kv_memory import kv_bytes_per_token
 
+    batch_sizes = [int(b) for b in batch_sizes]
+    if not batch_sizes or min(batch_sizes) < 1:
+        raise ValueError(f"batch sizes must be positive integers, got {batch_sizes}")
     per_token = kv_bytes_per_token(cfg, jnp.dtype(dtype))
     max_tokens = int(max_tokens or cfg.sequence_len)
-    tokens = np.linspace(0, max_tokens, 200)
-    fig = Figure(figsize=(8, 4.5), layout="constrained")
+    lo = max(1, max_tokens // 64)
+    tokens = np.unique(np.r_[lo * 2.0 ** np.arange(7), max_tokens])
+    tokens = tokens[tokens <= max_tokens]
+    fig = Figure(figsize=(8, 4.8), layout="constrained")
     ax = fig.add_subplot()
-    for b in batch_sizes:
+    colours = [f"C{i}" for i in range(len(batch_sizes))]
+    for b, c in zip(batch_sizes, colours, strict=True):
         y = tokens * per_token * b
-        ax.plot(tokens, y, lw=2, label=f"batch {b}: {format_bytes(y[-1])} at {max_tokens:,}")
+        ax.plot(tokens, y, "o-", color=c, lw=2, ms=4, label=f"batch {b}")
+        ax.annotate(
+            f"batch {b}: {format_bytes(y[-1])}",
+            (tokens[-1], y[-1]),
+            xytext=(6, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=9,
+            color=c,
+            fontweight="bold",
+        )
+        if device_bytes and y[-1] > device_bytes:
+            full = device_bytes / (per_token * b)
+            ax.plot([full], [device_bytes], "X", color=c, ms=10, mec="black")
+            ax.annotate(
+                f"full at {full:,.0f} tokens",
+                (full, device_bytes),
+                xytext=(-10, 5),
+                textcoords="offset points",
+                ha="right",
+                va="bottom",
+                fontsize=9,
+                color=c,
+            )
     top = max(batch_sizes) * per_token * max_tokens
+    bottom = min(batch_sizes) * per_token * tokens[0]
     if device_bytes:
         ax.axhline(device_bytes, color="black", ls="--", lw=1)
         ax.text(
-            tokens[2],
-            device_bytes * 0.97,
+            tokens[0],
+            device_bytes * 1.15,
             f"{device_name}: {format_bytes(device_bytes)}",
-            fontsize=8,
-            va="top",
+            fontsize=9,
+            va="bottom",
         )
         top = max(top, device_bytes)
-    from matplotlib.ticker import MultipleLocator
+    from matplotlib.ticker import LogLocator, NullFormatter
 
-    ax.yaxis.set_major_locator(MultipleLocator(2.0 ** math.ceil(math.log2(top / 7))))
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log", base=2)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.set_xticks(tokens)
+    ax.yaxis.set_major_locator(LogLocator(base=4, numticks=20))
+    ax.yaxis.set_minor_locator(LogLocator(base=2, subs=(), numticks=40))
     ax.yaxis.set_major_formatter(_bytes_formatter)
-    ax.set_ylim(0, top * 1.05)
-    ax.set_xlim(0, max_tokens)
-    ax.set_xlabel("tokens in the KV memory (per row)")
-    ax.set_ylabel("KV memory")
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_ylim(bottom / 1.5, top * 3)
+    ax.set_xlim(tokens[0] / 1.2, max_tokens * 3.2)  # room for the end labels
+    ax.tick_params(labelsize=9)
+    ax.set_xlabel("tokens in the KV memory (per row, log scale)", fontsize=9)
+    ax.set_ylabel("KV memory (log scale)", fontsize=9)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0.0, 0.9 if device_bytes else 1.0))
     ax.set_title(
         title
         or f"KV memory: {format_bytes(per_token)} per token per row "
