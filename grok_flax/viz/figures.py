@@ -525,13 +525,13 @@ def architecture(
         ("10", "trained from scratch", "training"),
     )
     for i, (nb, text, part) in enumerate(around, 1):
-        badge(96, 12.5 - 2.5 * i, nb, ha="left")
+        badge(95, 12.5 - 2.5 * i, nb, ha="left")
         framed = bool(lit) and on(part)
         ax.text(
-            102.5,
+            101,
             12.5 - 2.5 * i,
             text,
-            fontsize=9.5 if framed else 8.5,
+            fontsize=9 if framed else 8.5,
             va="center",
             color="#d62728" if framed else "#444444",
             fontweight="bold" if framed else "normal",
@@ -1298,7 +1298,7 @@ def parity_scatter(
     bx.set_xlabel("grok_flax − original")
     bx.set_ylabel("count (log)")
     bx.set_title(
-        f"max |diff| {np.abs(diff).max():.4f}, mean {np.abs(diff).mean():.5f}", fontsize=10
+        f"max |diff| {np.abs(diff).max():.3g}, mean {np.abs(diff).mean():.3g}", fontsize=10
     )
     if step:
         for x in (-step, step):
