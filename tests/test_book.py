@@ -209,6 +209,22 @@ def test_notebook_04_shows_its_figures_and_typeset_math(page, served):
 
 
 @pytest.mark.browser
+def test_exercise_solutions_are_hidden_until_asked_for(page, served):
+    """A solution cell's code is collapsed on the page; the learner's checker cell is not."""
+    page.goto(f"{served}/notebooks/10_training.html")
+    solutions = page.locator("main .tag_solution")
+    solutions.first.wait_for()
+    assert solutions.count() == 3
+    code = solutions.first.locator(".cell_input pre")
+    assert not code.is_visible()  # collapsed
+    assert page.locator("main pre", has_text="ch10.blind_spot(my_blind_spot)").first.is_visible()
+    solutions.first.locator("details.hide summary").click()
+    code.wait_for(state="visible")
+    assert "assert ch10.blind_spot(solution_blind_spot)" in code.inner_text()
+    assert not page.errors, page.errors
+
+
+@pytest.mark.browser
 def test_the_api_page_of_moe_documents_call_and_links_its_notebook(page, served):
     page.goto(f"{served}/docs/api/moe.html")
     call = page.locator("dt[id='grok_flax.moe.MoE.__call__']")
