@@ -39,8 +39,8 @@ def _load_factor() -> float:
     return max(1.0, load / (os.cpu_count() or 1))
 
 
-def test_there_are_ten_notebooks():
-    assert [p.name[:2] for p in PATHS] == [f"{i:02d}" for i in range(1, 11)], PATHS
+def test_there_are_eleven_notebooks():
+    assert [p.name[:2] for p in PATHS] == [f"{i:02d}" for i in range(1, 12)], PATHS
 
 
 @pytest.mark.parametrize("path", PATHS, ids=lambda p: p.stem)

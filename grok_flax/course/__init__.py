@@ -10,7 +10,7 @@ right answer or a sentence saying what is wrong and why, and makers of plausible
 sit in the notebooks, in collapsed cells tagged ``solution`` that the tests execute: each ends
 by asserting its checker accepts it.
 
-One module per notebook (``ch01`` … ``ch10``). An unanswered exercise (``...`` or ``None``) is
+One module per notebook (``ch01`` … ``ch11``). An unanswered exercise (``...`` or ``None``) is
 reported as such, never as wrong.
 """
 
@@ -96,7 +96,7 @@ def exercise(
 
 
 def exercises() -> dict[str, Exercise]:
-    """Every exercise of the course, as ``{"04.top2_share": Exercise}`` (imports ch01…ch10)."""
+    """Every exercise of the course, as ``{"04.top2_share": Exercise}`` (imports ch01…ch11)."""
     for info in pkgutil.iter_modules(__path__):
         if info.name.startswith("ch"):
             importlib.import_module(f"{__name__}.{info.name}")

@@ -18,11 +18,12 @@ What the model can show is asked for with ``capture``::
 The figures live in one module per topic, each drawing from a config or from what the model
 captured: ``figures`` (the architecture and the model's captures) and the course's concept
 pictures, one module per notebook (``rope``, ``attention``, ``moe``, ``quant``, ``layer``,
-``mesh``, ``checkpoint``, ``long_context``, ``training``). All of them are re-exported here,
-so ``viz.<name>`` works for every figure.
+``mesh``, ``checkpoint``, ``long_context``, ``training``, ``ablation``). All of them are
+re-exported here, so ``viz.<name>`` works for every figure.
 """
 
 from grok_flax.viz import (
+    ablation,
     attention,
     checkpoint,
     figures,
@@ -34,6 +35,7 @@ from grok_flax.viz import (
     rope,
     training,
 )
+from grok_flax.viz.ablation import *  # noqa: F403
 from grok_flax.viz.attention import *  # noqa: F403
 from grok_flax.viz.checkpoint import *  # noqa: F403
 from grok_flax.viz.figures import *  # noqa: F403
@@ -56,4 +58,5 @@ __all__ = [
     *checkpoint.__all__,  # noqa: F405
     *long_context.__all__,  # noqa: F405
     *training.__all__,  # noqa: F405
+    *ablation.__all__,  # noqa: F405
 ]
