@@ -56,8 +56,21 @@ def _index(w, i):
 
 
 def _take(w, idx):
-    """The weights of experts idx [A] stacked: [A, ...]."""
-    return jax.tree.map(lambda a: jnp.take(a, idx, axis=0), w)
+    """The weights of experts idx [A] (A static and small) stacked: [A, ...].
+
+    One dynamic slice per chosen expert, not a gather: XLA:TPU lowers ``jnp.take`` along
+    the expert axis as a loop over a copy of *every* expert's weight (all E, per device),
+    which made the Grok-1 decode step read ~8× the expert bytes a token needs; a dynamic
+    slice reads only the expert it names (``docs/tpu_projection.md``). Same values."""
+    return jax.tree.map(
+        lambda a: jnp.stack(
+            [
+                jax.lax.dynamic_index_in_dim(a, idx[j], 0, keepdims=False)
+                for j in range(idx.shape[0])
+            ]
+        ),
+        w,
+    )
 
 
 class MoE(nnx.Module):

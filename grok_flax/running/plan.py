@@ -18,16 +18,26 @@ bytes are XLA:CPU's estimate** — its fusion and buffer reuse differ from XLA:G
 computes bf16 dots with f32 intermediates. On a machine with the mesh's accelerators
 ``backend="default"`` compiles for them instead and the numbers are the real compiler's.
 
+``target="v5p:2x2x2"`` (a TPU slice, libtpu's topology name) compiles the same programs with
+**XLA:TPU** on this machine, without a TPU: libtpu's deviceless topologies give the slice's
+devices to compile for (``scale.mesh.topology_mesh``). Memory, HLO and the TPU cost model
+(``cost_analysis()``: flops, bytes accessed, ``optimal_seconds``) are then the production
+compiler's; nothing is run. ``cost=True`` adds figures for the *whole* model (the compiled
+cost analysis counts a loop's body once: see ``whole_model_cost``) beside the ideal.
+
 Command line::
 
     python -m grok_flax plan --config grok-1 --mesh data=1,model=8 --context 8192 --batch 1 \
         --device h100
+    JAX_PLATFORMS=cpu python -m grok_flax plan --config grok-1 --target v5p:2x2x2 \
+        --mesh data=1,model=8 --cost          # needs libtpu: pip install 'grok_flax[tpu]'
 """
 
 import argparse
 import math
 import os
 import re
+import sys
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -42,7 +52,7 @@ from grok_flax.config import GrokConfig
 from grok_flax.kv_memory import KVMemory
 from grok_flax.model import Grok
 from grok_flax.running.steps import decode_step, prefill_step
-from grok_flax.scale.mesh import AXES, make_mesh, parse_mesh_spec
+from grok_flax.scale.mesh import AXES, make_mesh, parse_mesh_spec, topology_mesh
 from grok_flax.scale.sharding import abstract_state, batch_sharding, bytes_per_device
 
 GB, GiB = 10**9, 2**30
@@ -64,6 +74,22 @@ DEVICES: dict[str, tuple[str, int]] = {
     "tpu-v5p": ("Google TPU v5p (95 GiB HBM)", 95 * GiB),
     "tpu-v6e": ("Google TPU v6e Trillium (32 GiB HBM)", 32 * GiB),
 }
+# TPU chips as libtpu's deviceless topologies name them (``device.device_kind``): HBM per chip,
+# peak dense bf16 FLOP/s per chip and HBM bandwidth per chip, as Google publishes them on
+# the Cloud TPU system-architecture pages (cloud.google.com/tpu/docs/v4, /v5e, /v5p, /v6e):
+#   v4:  32 GiB HBM2, 275 TFLOP/s bf16, 1200 GB/s (a chip has 2 TensorCores; the deviceless
+#        v4 topology lists each core as a device, so a device holds half a chip)
+#   v5e: 16 GB HBM2, 197 TFLOP/s bf16 (394 int8), 819 GB/s
+#   v5p: 95 GB HBM2e, 459 TFLOP/s bf16 (918 int8), 2765 GB/s
+#   v6e: 32 GB HBM, 918 TFLOP/s bf16 (1836 int8), 1640 GB/s
+# Capacities are taken as GiB (as ``DEVICES`` above); usable HBM is a little less.
+TPU_CHIPS: dict[str, tuple[str, int, float, float]] = {
+    "TPU v4": ("tpu-v4", 32 * GiB, 275e12, 1200e9),
+    "TPU v5 lite": ("tpu-v5e", 16 * GiB, 197e12, 819e9),
+    "TPU v5": ("tpu-v5p", 95 * GiB, 459e12, 2765e9),
+    "TPU v6 lite": ("tpu-v6e", 32 * GiB, 918e12, 1640e9),
+}
+
 DEVICE_ALIASES = {
     "a100": "a100-80",
     "v5e": "tpu-v5e",
@@ -90,11 +116,56 @@ class ProgramMemory:
     temp: int  # activations and other temporaries
     code: int
     compile_seconds: float
+    # the compiler's cost analysis of the program as compiled (``compiled.cost_analysis()``),
+    # per device. For the scanned model these count the layer loop's body once, not L times:
+    # see ``whole_model_cost`` for figures that add up the layers.
+    flops: float | None = None
+    bytes_accessed: float | None = None
+    optimal_seconds: float | None = None  # XLA:TPU's cost model; absent on CPU
+    compiled: object = field(default=None, repr=False, compare=False)
 
     @property
     def peak(self) -> int:
         """Arguments + outputs − aliased + temporaries: everything live during the program."""
         return self.argument + self.output - self.alias + self.temp
+
+
+@dataclass
+class StepCost:
+    """One program's cost per device: compiled figures added up over the layers, and the
+    ideal. ``flops``/``bytes``/``seconds`` are the compiler's cost analysis (``seconds``: the
+    TPU cost model's ``optimal_seconds``; None on CPU) as ``fixed + L × layer``, the two
+    parts from unrolled compiles of a 1- and a 2-layer model (``whole_model_cost``);
+    ``check`` is the 4-layer compile's flops/bytes divided by that formula's (1.0 = it adds
+    up). ``ideal_*`` are modelled from the config (see ``ideal_cost``)."""
+
+    name: str
+    tokens: int  # tokens per call (all rows)
+    flops: float
+    bytes: float
+    seconds: float | None
+    layer_flops: float
+    layer_bytes: float
+    ideal_flops: float
+    ideal_bytes: float
+    check: tuple[float, float] | None = None
+    moe_loop: str | None = None  # what the compiled count leaves out (prefill's tile loop)
+    moe_flops: float = 0.0  # that part, added to ``flops`` (one tile compiled × tiles)
+    moe_bytes: float = 0.0
+    moe_seconds: float = 0.0
+
+
+@dataclass
+class WholeModelCost:
+    steps: list[StepCost]
+    peak_flops: float | None = None  # the chip's published bf16 FLOP/s
+    hbm_bandwidth: float | None = None  # its published HBM bytes/s
+
+    def roofline_seconds(self, step: StepCost) -> float | None:
+        """max(ideal FLOPs / peak, ideal bytes / bandwidth): the chip's limit."""
+        if not self.peak_flops:
+            return None
+        return max(step.ideal_flops / self.peak_flops, step.ideal_bytes / self.hbm_bandwidth)
 
 
 @dataclass
@@ -118,6 +189,11 @@ class Plan:
     device: str | None = None
     device_memory: int | None = None
     seconds: float = 0.0
+    target: str | None = None  # a TPU slice compiled for with XLA:TPU ("v5p:2x2x2")
+    compiler: str = "XLA:CPU"  # what produced the compiled figures
+    chip: str | None = None  # the devices' kind ("TPU v5")
+    layout: str | None = None  # how the mesh's axes lie on the TPU torus
+    cost: "WholeModelCost | None" = None  # whole-model cost figures (``cost=True``)
 
     @property
     def devices(self) -> int:
@@ -238,6 +314,7 @@ def _compile(name: str, step, args) -> ProgramMemory:
     t0 = time.perf_counter()
     compiled = step.lower(*args).compile()
     m = compiled.memory_analysis()
+    cost = _cost(compiled)
     return ProgramMemory(
         name,
         int(m.argument_size_in_bytes),
@@ -246,7 +323,25 @@ def _compile(name: str, step, args) -> ProgramMemory:
         int(m.temp_size_in_bytes),
         int(m.generated_code_size_in_bytes),
         time.perf_counter() - t0,
+        flops=cost.get("flops"),
+        bytes_accessed=cost.get("bytes accessed"),
+        optimal_seconds=cost.get("optimal_seconds"),
+        compiled=compiled,
     )
+
+
+def _cost(compiled) -> dict[str, float]:
+    """``compiled.cost_analysis()`` as one dict (older JAX returns a list of one)."""
+    try:
+        cost = compiled.cost_analysis()
+    except Exception:  # noqa: BLE001 - some backends have none
+        return {}
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0] if cost else {}
+    out = {k: float(v) for k, v in (cost or {}).items() if isinstance(v, (int, float))}
+    if out.get("optimal_seconds", 0.0) < 0:  # XLA:CPU has no cost model: it says -1
+        del out["optimal_seconds"]
+    return out
 
 
 # --- the plan --------------------------------------------------------------------------------
@@ -263,6 +358,8 @@ def plan(
     backend: str = "cpu",
     prefill_chunk: int | None = 512,
     compute_dtype: str = "bfloat16",
+    target: str | None = None,
+    cost: bool = False,
 ) -> Plan:
     """Per-device memory of serving ``config`` on a ``(data, model)`` mesh.
 
@@ -278,6 +375,12 @@ def plan(
     before JAX starts; ``python -m grok_flax plan`` does this); ``compile=False`` gives the
     exact weight and KV figures for any mesh size without devices. ``compute_dtype`` is
     bfloat16, as on the accelerators the plan is for ("auto" would mean float32 here on CPU).
+    ``target``: a TPU slice by libtpu's topology name (``"v5p:2x2x2"``, ``"v5e:4x8"``,
+    ``"v6e:4x4"``): compile with XLA:TPU for its devices, no TPU needed (libtpu must be
+    installed; ``data × model`` must equal the slice's devices); the fit is then checked
+    against the chip's HBM unless ``device_memory`` says otherwise. ``cost=True``: also the
+    whole model's flops / bytes / cost-model time per call beside the ideal
+    (``whole_model_cost``: 5 more compiles of 1-, 2- and 4-layer models).
     """
     t0 = time.perf_counter()
     cfg = GrokConfig.load(config) if isinstance(config, str) else config
@@ -294,7 +397,25 @@ def plan(
     cfg = cfg.replace(compute_dtype=compute_dtype, sequence_len=max(cfg.sequence_len, context))
     device, capacity = resolve_device_memory(device_memory)
 
-    mesh = given if given is not None else _mesh(data, model, backend)
+    layout = None
+    if target is not None:
+        if given is not None:
+            raise ValueError("give either a mesh or a target, not both")
+        mesh, layout = topology_mesh(target, data, model)
+    else:
+        mesh = given if given is not None else _mesh(data, model, backend)
+    compiler, chip = "XLA:CPU" if backend == "cpu" else f"XLA ({backend})", None
+    first = mesh.devices.flat[0] if isinstance(mesh, Mesh) else None
+    if first is not None and first.platform == "tpu" and (target or jax.default_backend() != "tpu"):
+        backend, chip = "tpu", first.device_kind
+        compiler = f"XLA:TPU (libtpu {_libtpu_version()}, deviceless, never run)"
+        if device_memory is None and chip in TPU_CHIPS:
+            name, hbm, _, _ = TPU_CHIPS[chip]
+            per_chip = _devices_per_chip(mesh)
+            capacity = hbm // per_chip
+            device = f"{DEVICES[name][0]}" + (
+                f", 1/{per_chip} chip per device" if per_chip > 1 else ""
+            )
     if compile and isinstance(mesh, AbstractMesh):
         have = len(jax.devices("cpu" if backend == "cpu" else None))
         raise ValueError(
@@ -323,52 +444,220 @@ def plan(
         backend=backend if compile else "none",
         device=device,
         device_memory=capacity,
+        target=target,
+        compiler=compiler,
+        chip=chip,
+        layout=layout,
     )
 
     if compile:
         chunk = min(prefill_chunk or context, context)
-
-        def arg(dtype, *shape):
-            return jax.ShapeDtypeStruct(
-                shape, dtype, sharding=batch_sharding(mesh, len(shape), batch=batch)
-            )
-
-        ints, f32 = partial(arg, jnp.int32), partial(arg, jnp.float32)
-        # generate's own steps: a chunk of the prompt into the memory (keeping the logits of
-        # rows that end in it), and one decode step with sampling
-        prefill_in = (
-            ints(batch, chunk),
-            ints(batch),
-            arg(cfg.dtype, batch, cfg.vocab_size),
-            arg(jnp.bool_, batch),
-            ints(batch),
-        )
-        keys = jax.eval_shape(lambda: jax.vmap(jax.random.key)(jnp.zeros(batch, jnp.uint32)))
-        decode_in = (
-            ints(batch),
-            jax.ShapeDtypeStruct(
-                keys.shape, keys.dtype, sharding=batch_sharding(mesh, 1, batch=batch)
-            ),
-            0,
-            f32(batch),
-            f32(batch),
-            ints(batch),
-        )
-        what = "prompt" if chunk == context else f"{chunk}-token chunk"
         result.prefill_chunk = chunk
-        result.tokens = bytes_per_device(prefill_in)
-        result.programs = [
-            _compile(
-                f"prefill ({what} → {context}-slot KV)",
-                prefill_step,
-                (gdef, state, mgdef, mstate, *prefill_in),
-            ),
-            _compile(
-                "decode (1 token + sampling)", decode_step, (gdef, state, mgdef, mstate, *decode_in)
-            ),
-        ]
+        result.tokens, result.programs = _compile_programs(cfg, mesh, context, batch, chunk)
+        if cost:
+            peak_bw = TPU_CHIPS.get(chip or "", (None, None, None, None))[2:]
+            result.cost = whole_model_cost(result, mesh, *peak_bw)
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _libtpu_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("libtpu")
+    except PackageNotFoundError:
+        return "?"
+
+
+def _devices_per_chip(mesh) -> int:
+    coords = [tuple(getattr(d, "coords", (d.id,))) for d in mesh.devices.flat]
+    return max(1, len(coords) // len(set(coords)))
+
+
+def _compile_programs(cfg: GrokConfig, mesh, context: int, batch: int, chunk: int):
+    """AOT-compile generate's prefill (a ``chunk``-token call into a ``context``-slot KV
+    memory) and decode step for ``cfg`` on ``mesh`` -> (prefill's other inputs' bytes per
+    device, [prefill, decode] ``ProgramMemory``)."""
+    gdef, state, mgdef, mstate = _abstract(cfg, batch, context, mesh)
+
+    def arg(dtype, *shape):
+        return jax.ShapeDtypeStruct(
+            shape, dtype, sharding=batch_sharding(mesh, len(shape), batch=batch)
+        )
+
+    ints, f32 = partial(arg, jnp.int32), partial(arg, jnp.float32)
+    # generate's own steps: a chunk of the prompt into the memory (keeping the logits of
+    # rows that end in it), and one decode step with sampling
+    prefill_in = (
+        ints(batch, chunk),
+        ints(batch),
+        arg(cfg.dtype, batch, cfg.vocab_size),
+        arg(jnp.bool_, batch),
+        ints(batch),
+    )
+    keys = jax.eval_shape(lambda: jax.vmap(jax.random.key)(jnp.zeros(batch, jnp.uint32)))
+    decode_in = (
+        ints(batch),
+        jax.ShapeDtypeStruct(keys.shape, keys.dtype, sharding=batch_sharding(mesh, 1, batch=batch)),
+        0,
+        f32(batch),
+        f32(batch),
+        ints(batch),
+    )
+    what = "prompt" if chunk == context else f"{chunk}-token chunk"
+    programs = [
+        _compile(
+            f"prefill ({what} → {context}-slot KV)",
+            prefill_step,
+            (gdef, state, mgdef, mstate, *prefill_in),
+        ),
+        _compile(
+            "decode (1 token + sampling)", decode_step, (gdef, state, mgdef, mstate, *decode_in)
+        ),
+    ]
+    return bytes_per_device(prefill_in), programs
+
+
+# --- whole-model cost ------------------------------------------------------------------------
+
+
+def _expert_tile_cost(cfg: GrokConfig, mesh, tile: int) -> dict[str, float]:
+    """One tile of the tiled MoE dispatch (``expert_ffn`` on [tile, D] rows with one expert's
+    weights, sharded as in the model) compiled alone: its cost analysis per device."""
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    from grok_flax.moe import expert_ffn
+    from grok_flax.quant import QArray
+
+    D, F = cfg.emb_size, cfg.ffn_size
+
+    def weight(shape, spec, blocks):
+        def sds(shape_, spec_, dtype):
+            return jax.ShapeDtypeStruct(shape_, dtype, sharding=NamedSharding(mesh, spec_))
+
+        if not cfg.quantized:
+            return sds(shape, spec, cfg.pdtype)
+        return QArray(
+            sds(shape, spec, jnp.int8), sds((blocks, shape[1]), P(None, spec[1]), jnp.bfloat16)
+        )
+
+    w = weight((D, F), P("data", "model"), 1)
+    w1 = weight((F, D), P("model", "data"), cfg.moe_out_scale_blocks)
+    xt = jax.ShapeDtypeStruct((tile, D), cfg.dtype, sharding=NamedSharding(mesh, P()))
+    compiled = jax.jit(expert_ffn).lower(xt, w, w, w1).compile()
+    return _cost(compiled)
+
+
+def ideal_cost(p: Plan, tokens_per_row: int, decode: bool) -> tuple[float, float]:
+    """(FLOPs, bytes) per device that a call of ``tokens_per_row`` tokens per row *needs*:
+    modelled from the config, not compiled.
+
+    FLOPs: the routed work — every token through the attention projections and its k
+    experts (2 FLOPs per weight), attention scores and values against the KV it attends
+    (decode: the whole ``context``; a prefill chunk: ``context / 2`` keys per query, the
+    mean over the chunks of a full-length prompt), and the un-embedding of one token per
+    row. Bytes: the int8 weights (and scales) the call must read — the attention
+    projections, the router, the norms and the embedding table (fp32 as stored) always;
+    the experts the rows choose (decode, batch B: the expected number of distinct experts,
+    E·(1 − (1 − k/E)^B); a prefill chunk: all of them) — plus the KV memory it reads and
+    writes. All divided as the mesh divides them (weights over every device, heads over
+    ``model``, rows over ``data`` when it divides the batch)."""
+    cfg = p.config
+    D, H, Nq, Nk = cfg.emb_size, cfg.key_size, cfg.num_q_heads, cfg.num_kv_heads
+    E, F, L, V, k = (
+        cfg.num_experts,
+        cfg.ffn_size,
+        cfg.num_layers,
+        cfg.vocab_size,
+        cfg.num_selected_experts,
+    )
+    devices = p.data * p.model
+    rows = p.data if p.batch % p.data == 0 else 1  # devices the rows are split over
+    n = p.batch * tokens_per_row  # tokens in the call
+    attn = D * Nq * H + 2 * D * Nk * H + Nq * H * D
+    expert = 3 * D * F
+    keys = p.context if decode else p.context / 2
+    flops = L * (2 * n * (attn + k * expert) / devices + 4 * n * keys * Nq * H / (p.model * rows))
+    flops += 2 * p.batch * V * D / devices  # un-embed one token per row
+    int8 = p.weights.get("int8 linears", p.weights.get("float linears", 0))
+    expert_bytes = int8 * (E * expert) / (attn + E * expert)  # the experts' share
+    chosen = E * (1 - (1 - k / E) ** p.batch) if decode else E
+    nbytes = p.weight_bytes - expert_bytes + expert_bytes * chosen / E + p.kv
+    return flops, nbytes
+
+
+def whole_model_cost(p: Plan, mesh, peak_flops=None, hbm_bandwidth=None) -> WholeModelCost:
+    """Flops, bytes accessed and cost-model seconds per device of the plan's prefill call
+    and decode step for the *whole* model, beside the ideal (``ideal_cost``).
+
+    The compiler's cost analysis counts a loop's body once: for the scanned model it
+    reports about one layer (the 64-layer Grok-1 prefill chunk and a 1-layer model give the
+    same flops). So the model is compiled unrolled (``scan_layers=False``) with 1 and 2
+    layers — ``layer = c(2) − c(1)``, ``fixed = c(1) − layer`` (embedding, head, sampling) —
+    and the whole model is ``fixed + L × layer``; a 4-layer unrolled compile checks it
+    (``StepCost.check``). The prefill's tiled MoE dispatch runs its tiles in a loop too
+    (``lax.map`` over tiles, each a ``cond``), which the cost analysis leaves out: one tile
+    is compiled alone and counted once per tile of *balanced* routing (every expert gets
+    its share of the chunk's token-expert pairs; real routing adds up to one tile per
+    expert), labelled as such."""
+    from grok_flax.moe import auto_tile
+
+    cfg, L = p.config, p.config.num_layers
+    chunk = p.prefill_chunk or p.context
+    compiled = {}
+    for n in (1, 2, 4):
+        small = cfg.replace(num_layers=n, scan_layers=False)
+        compiled[n] = _compile_programs(small, mesh, p.context, p.batch, chunk)[1]
+    steps = []
+    for i, (name, tokens, decode) in enumerate(
+        [(p.programs[0].name, chunk, False), (p.programs[1].name, 1, True)]
+    ):
+        c1, c2, c4 = (compiled[n][i] for n in (1, 2, 4))
+
+        def whole(attr, n=L, c1=c1, c2=c2):
+            a, b = getattr(c1, attr), getattr(c2, attr)
+            return None if a is None or b is None else (a - (b - a)) + n * (b - a)
+
+        check = (c4.flops / whole("flops", 4), c4.bytes_accessed / whole("bytes_accessed", 4))
+        ideal_flops, ideal_bytes = ideal_cost(p, tokens, decode)
+        step = StepCost(
+            name=name,
+            tokens=p.batch * tokens,
+            flops=whole("flops"),
+            bytes=whole("bytes_accessed"),
+            seconds=whole("optimal_seconds"),
+            layer_flops=c2.flops - c1.flops,
+            layer_bytes=c2.bytes_accessed - c1.bytes_accessed,
+            ideal_flops=ideal_flops,
+            ideal_bytes=ideal_bytes,
+            check=check,
+        )
+        pairs = p.batch * tokens * cfg.num_selected_experts
+        if cfg.moe_impl in ("sparse", "tiled") and not (
+            cfg.moe_impl == "sparse" and pairs <= cfg.num_experts
+        ):
+            tile = cfg.moe_tile
+            if tile == "auto":
+                tile = auto_tile(pairs, cfg.num_experts, "tpu" if p.backend == "tpu" else "cpu")
+            tile = max(1, min(tile, pairs))
+            per_expert = -(-pairs // cfg.num_experts)
+            tiles = cfg.num_experts * -(-per_expert // tile)
+            t = _expert_tile_cost(cfg, mesh, tile)
+            step.moe_loop = (
+                f"MoE tile loop: {tiles} tiles of {tile} rows per layer for {pairs} "
+                f"token-expert pairs (balanced routing), one tile compiled alone × {tiles} × {L}"
+            )
+            step.moe_flops = L * tiles * t.get("flops", 0.0)
+            step.moe_bytes = L * tiles * t.get("bytes accessed", 0.0)
+            step.moe_seconds = L * tiles * t.get("optimal_seconds", 0.0)
+            step.flops += step.moe_flops
+            step.bytes += step.moe_bytes
+            if step.seconds is not None:
+                step.seconds += step.moe_seconds
+        steps.append(step)
+    return WholeModelCost(steps, peak_flops, hbm_bandwidth)
 
 
 def resolve_device_memory(value) -> tuple[str | None, int | None]:
@@ -433,8 +722,15 @@ def format_plan(p: Plan) -> str:
     row(f"KV memory ({cfg.dtype.name}, {p.batch}×{p.context} tokens)", p.kv, p.kv_whole)
     row("weights + KV memory", p.resident, sum(p.weights_whole.values()) + p.kv_whole)
     if p.programs:
-        est = "XLA:CPU estimates" if p.backend == "cpu" else f"XLA ({p.backend}) figures"
+        if p.backend == "cpu":
+            est = "XLA:CPU estimates"
+        elif p.backend == "tpu":
+            est = f"compiled by {p.compiler} for {p.chip}"
+        else:
+            est = f"XLA ({p.backend}) figures"
         lines.append("")
+        if p.target:
+            lines.append(f"TPU target {p.target}: {p.devices} × {p.chip}, mesh laid {p.layout}")
         lines.append(f"compiled programs, per device ({est}; arguments exact):")
         lines.append(
             f"  {'program (GB)':<40} {'arguments':>10} {'outputs':>9} {'aliased':>9} "
@@ -463,6 +759,8 @@ def format_plan(p: Plan) -> str:
                 "  temp is XLA:CPU's figure: fusion, buffer reuse and bf16 handling "
                 "differ on GPU/TPU"
             )
+    if p.cost is not None:
+        lines.extend(_format_cost(p))
     lines.append("")
     peak_what = "peak of the compiled programs" if p.programs else "weights + KV memory"
     lines.append(f"needs per device: {p.peak / GB:.2f} GB ({p.peak / GiB:.2f} GiB) = {peak_what}")
@@ -485,6 +783,50 @@ def format_plan(p: Plan) -> str:
         )
     lines.append(f"planned in {p.seconds:.1f} s")
     return "\n".join(lines)
+
+
+def _format_cost(p: Plan) -> list[str]:
+    c = p.cost
+    lines = ["", f"whole-model cost per device per call ({p.compiler}; ideal: modelled):"]
+    lines.append(
+        f"  {'program':<40} {'GFLOP':>9} {'ideal':>9} {'×':>5} {'GB read':>8} {'ideal':>7} "
+        f"{'×':>5} {'cost-model ms':>13} {'roofline ms':>11}"
+    )
+    for s in c.steps:
+        roof = c.roofline_seconds(s)
+        lines.append(
+            f"  {s.name:<40} {s.flops / 1e9:9.1f} {s.ideal_flops / 1e9:9.1f} "
+            f"{s.flops / s.ideal_flops:5.2f} {s.bytes / GB:8.3f} {s.ideal_bytes / GB:7.3f} "
+            f"{s.bytes / s.ideal_bytes:5.2f} "
+            f"{'-' if s.seconds is None else f'{s.seconds * 1e3:.3f}':>13} "
+            f"{'-' if roof is None else f'{roof * 1e3:.3f}':>11}"
+        )
+    for s in c.steps:
+        lines.append(
+            f"  {s.name.split(' ')[0]}: one layer {s.layer_flops / 1e9:.2f} GFLOP, "
+            f"{s.layer_bytes / GB:.3f} GB; 4-layer compile / fixed + 4 × layer = "
+            f"{s.check[0]:.3f} (flops), {s.check[1]:.3f} (bytes)"
+        )
+        if abs(s.check[1] - 1) > 0.05:
+            lines.append(
+                "    bytes do not add up over layers: XLA's cost analysis counts the whole "
+                "operand of a fusion that slices it (a layer of the stacked [L, ...] weights, "
+                "the embedding row): bytes and cost-model ms are upper bounds, not estimates"
+            )
+        if s.moe_loop:
+            lines.append(
+                f"    + {s.moe_loop}: {s.moe_flops / 1e9:.1f} GFLOP, {s.moe_bytes / GB:.3f} GB"
+            )
+    lines.append(
+        "  compiled cost analysis of unrolled 1-, 2- and 4-layer models, summed as "
+        "fixed + L × layer; nothing was run"
+    )
+    if c.peak_flops:
+        lines.append(
+            f"  roofline: max(ideal FLOPs / {c.peak_flops / 1e12:.0f} TFLOP/s, ideal bytes / "
+            f"{c.hbm_bandwidth / 1e9:.0f} GB/s), {p.chip}'s published peak bf16 and HBM figures"
+        )
+    return lines
 
 
 # --- command line ----------------------------------------------------------------------------
@@ -529,6 +871,19 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
         help="analytic figures only (any mesh size, no devices needed)",
     )
     parser.add_argument(
+        "--target",
+        default=None,
+        help="a TPU slice by libtpu's topology name (v5p:2x2x2, v5e:4x8, v6e:4x4, ...): "
+        "compile with XLA:TPU, no TPU needed (needs libtpu: pip install 'grok_flax[tpu]'); "
+        "the mesh must use all its devices",
+    )
+    parser.add_argument(
+        "--cost",
+        action="store_true",
+        help="also the whole model's flops / bytes / cost-model time per call beside the "
+        "ideal (compiles 1-, 2- and 4-layer models too)",
+    )
+    parser.add_argument(
         "--backend",
         choices=("cpu", "default"),
         default="cpu",
@@ -560,8 +915,17 @@ def run_plan(args: argparse.Namespace) -> int:
         cfg = cfg.replace(num_layers=args.layers)
     shape = parse_mesh_spec(args.mesh)
     compile_ = not args.no_compile
+    target = getattr(args, "target", None)
     if compile_:
-        _ensure_devices(shape["data"] * shape["model"], args.backend)
+        _ensure_devices(1 if target else shape["data"] * shape["model"], args.backend)
+    if target and compile_:
+        import importlib.util
+
+        from grok_flax.scale.mesh import TPU_MISSING
+
+        if importlib.util.find_spec("libtpu") is None:
+            print(f"error: {TPU_MISSING}", file=sys.stderr)
+            return 2
     result = plan(
         cfg,
         shape,
@@ -571,6 +935,8 @@ def run_plan(args: argparse.Namespace) -> int:
         compile=compile_,
         backend=args.backend,
         prefill_chunk=args.prefill_chunk or None,
+        target=target if compile_ else None,
+        cost=getattr(args, "cost", False) and compile_,
     )
     print(result.report())
     fits = result.fits()
@@ -579,13 +945,18 @@ def run_plan(args: argparse.Namespace) -> int:
 
 __all__ = [
     "DEVICES",
+    "TPU_CHIPS",
     "Plan",
     "ProgramMemory",
+    "StepCost",
+    "WholeModelCost",
     "add_plan_arguments",
     "analytic_weight_bytes",
     "format_plan",
+    "ideal_cost",
     "plan",
     "resolve_device_memory",
     "run_plan",
     "weight_bytes",
+    "whole_model_cost",
 ]

@@ -4,7 +4,9 @@
   ``jax.distributed``), ordered along the physical torus on a TPU;
 - ``mesh_devices(n)``: ``n`` devices wherever the code runs — the accelerators if there are
   enough, else simulated CPU devices (with a warning saying so);
-- ``parse_mesh_spec("data=1,model=8")``: the command line's mesh argument.
+- ``parse_mesh_spec("data=1,model=8")``: the command line's mesh argument;
+- ``topology_mesh("v5p:2x2x2", 1, 8)``: a mesh over a TPU slice's devices *without* a TPU
+  (libtpu's deviceless topologies), for compiling with XLA:TPU ahead of time.
 
 ``make_mesh`` gives a mesh with *Auto* axes; ``jax.make_mesh(shape, ("data", "model"))``
 gives *Explicit* ones. The model runs on both (``grok_flax.axes``).
@@ -99,6 +101,69 @@ def make_mesh(data: int = 1, model: int | None = None, devices=None) -> Mesh:
     return Mesh(grid, AXES)
 
 
+TPU_MISSING = (
+    "compiling for a TPU target needs libtpu (XLA:TPU runs without a TPU through its "
+    "deviceless topologies): pip install 'grok_flax[tpu]' (libtpu 0.0.52, which works with "
+    "jax 0.12.1; jax 0.12.0.1 pairs with libtpu 0.0.50.1), and run with JAX_PLATFORMS=cpu"
+)
+
+
+def topology_mesh(target: str, data: int, model: int) -> tuple[Mesh, str]:
+    """A ``(data, model)`` mesh over the devices of a TPU slice described by ``target``
+    (libtpu's topology name, e.g. ``"v5p:2x2x2"``, ``"v5e:4x8"``, ``"v6e:4x4"``), with no TPU
+    attached: the devices exist only to compile for (``jax.jit(...).lower(...).compile()``).
+    -> (mesh, how the logical axes map onto the physical torus).
+
+    The mesh must use every device of the slice. The devices are ordered along the torus
+    (``mesh_utils.create_device_mesh``); when a logical axis cannot be laid on whole physical
+    axes (``model=8`` on a 4×4 v6e slice) it retries allowing *split physical axes* (the
+    8-device ring then spans two rows of the torus), and says so. Raises ``RuntimeError``
+    naming what to install when libtpu is absent, ``ValueError`` for an unknown topology or a
+    mesh of the wrong size."""
+    import importlib.util
+
+    if importlib.util.find_spec("libtpu") is None:
+        raise RuntimeError(TPU_MISSING)
+    from jax.experimental import mesh_utils, topologies
+
+    for name, v in (("data", data), ("model", model)):
+        if not _positive_int(v):
+            raise ValueError(f"mesh {name} must be a positive integer, got {v!r}")
+    try:
+        topo = topologies.get_topology_desc(platform="tpu", topology_name=target)
+    except Exception as e:  # noqa: BLE001 - libtpu's errors are plain RuntimeErrors
+        raise ValueError(
+            f"libtpu could not describe the TPU topology {target!r} (names such as "
+            f"'v5p:2x2x2', 'v5e:4x8', 'v6e:4x4', 'v4:2x2x2'): {str(e).splitlines()[0][:240]}"
+        ) from e
+    devices = list(topo.devices)
+    if data * model != len(devices):
+        raise ValueError(
+            f"{target} has {len(devices)} devices ({devices[0].device_kind}); a mesh "
+            f"data={data} × model={model} must use all of them"
+        )
+    try:
+        grid = mesh_utils.create_device_mesh((data, model), devices)
+        how = "along the physical torus"
+    except (ValueError, NotImplementedError, AssertionError):
+        try:
+            grid = mesh_utils.create_device_mesh(
+                (data, model), devices, allow_split_physical_axes=True
+            )
+            how = "split physical axes (a logical axis spans parts of several torus axes)"
+        except (ValueError, NotImplementedError, AssertionError) as e:
+            per_chip = len(devices) // len({tuple(d.coords) for d in devices})
+            if per_chip == 1:
+                raise ValueError(
+                    f"a data={data} × model={model} mesh cannot be laid on {target}: {e}"
+                ) from e
+            # v4's deviceless topology lists each chip's 2 TensorCores as devices, which
+            # mesh_utils refuses: take them in the order libtpu lists them
+            grid = np.array(devices).reshape(data, model)
+            how = f"libtpu's device order ({per_chip} TensorCores per chip, not the torus)"
+    return Mesh(grid, AXES), how
+
+
 def parse_mesh_spec(text: str) -> dict[str, int]:
     """'data=1,model=8' (or '1x8', data × model) -> {'data': 1, 'model': 8}."""
     text = text.strip()
@@ -121,4 +186,4 @@ def parse_mesh_spec(text: str) -> dict[str, int]:
     return {"data": out.get("data", 1), "model": out.get("model", 1)}
 
 
-__all__ = ["AXES", "make_mesh", "mesh_devices", "parse_mesh_spec"]
+__all__ = ["AXES", "TPU_MISSING", "make_mesh", "mesh_devices", "parse_mesh_spec", "topology_mesh"]
