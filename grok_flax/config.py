@@ -89,7 +89,8 @@ class GrokConfig:
     # kernel (GPU/TPU; needs the `kernels` extra)
     moe_impl: str = "sparse"
     # rows per tile of the sorted, grouped expert matmul; "auto": on CPU half the mean rows
-    # per expert as a power of two in 64..256, on GPU/TPU the mean in 256..1024 (moe.auto_tile)
+    # per expert as a power of two in 64..256, on GPU the mean in 256..1024, on TPU in
+    # 128..1024 (moe.auto_tile)
     moe_tile: int | str = "auto"
     scan_layers: bool = True  # one compiled layer under lax.scan (False: a Python loop)
     # --- ablation switches: Grok-1 is the default; others change the function (demo/ablate.py) ---

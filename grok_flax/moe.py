@@ -149,15 +149,20 @@ def auto_tile(pairs: int, num_experts: int, platform: str | None = None) -> int:
     use the matrix units (or cores) better and convert each int8 weight fewer times, while an
     expert's last tile is only partly used. CPU: the power of two at or above half the mean
     rows per expert, within 64…256. GPU/TPU, where small tiles leave the matrix units idle:
-    the mean rows per expert, rounded up to a power of two, within 256…1024. Both rules come
-    from sweeps of the tile size (``benchmarks/bench_moe.py`` on CPU,
-    ``benchmarks/bench_accelerator.py`` on a GPU); their figures are in
-    ``docs/benchmarks.md`` and ``docs/benchmarks_gpu.md``.
+    the mean rows per expert, rounded up to a power of two, within 256…1024 on GPU and
+    128…1024 on TPU. The CPU and GPU rules come from sweeps of the tile size
+    (``benchmarks/bench_moe.py`` on CPU, ``benchmarks/bench_accelerator.py`` on an H200; their
+    figures are in ``docs/benchmarks.md`` and ``docs/benchmarks_gpu.md``). TPU's floor of 128
+    (one MXU pass of rows) comes from XLA:TPU's cost analysis, never a TPU run: a 512-token
+    prefill chunk gives each of Grok-1's 8 experts 128 rows, which 256-row tiles padded to
+    twice the routed FLOPs (``docs/tpu_projection.md``).
     """
     mean = max(1, pairs // num_experts)
-    if (platform or jax.default_backend()) == "cpu":
+    platform = platform or jax.default_backend()
+    if platform == "cpu":
         return min(256, max(64, 1 << (max(1, mean // 2) - 1).bit_length()))
-    return min(1024, max(256, 1 << (mean - 1).bit_length()))
+    floor = 128 if platform == "tpu" else 256
+    return min(1024, max(floor, 1 << (mean - 1).bit_length()))
 
 
 def expert_ffn(x, w, wv, w1, mm=matmul):

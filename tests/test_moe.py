@@ -91,11 +91,22 @@ def test_auto_tile_per_platform_and_config_validation():
 
     assert auto_tile(4096, 8, "cpu") == 256 and auto_tile(400, 8, "cpu") == 64  # mean / 2
     assert auto_tile(4096, 8, "gpu") == 512  # mean rows per expert
-    assert auto_tile(16384, 8, "gpu") == 1024 and auto_tile(16, 8, "tpu") == 256
+    assert auto_tile(16384, 8, "gpu") == 1024 and auto_tile(16, 8, "gpu") == 256
     assert GrokConfig.grok_1().moe_tile == "auto"
     for bad in (0, -64, "big", 1.5):
         with pytest.raises(ValueError, match="moe_tile"):
             GrokConfig.tiny(moe_tile=bad)
+
+
+def test_auto_tile_on_tpu_follows_the_mean_rows_per_expert_down_to_128():
+    from grok_flax.moe import auto_tile
+
+    # Grok-1's 512-token prefill chunk: 1024 pairs over 8 experts, 128 rows each — one
+    # 128-row tile per expert under balanced routing, not half of a 256-row one
+    assert auto_tile(512 * 2, 8, "tpu") == 128 and auto_tile(16, 8, "tpu") == 128
+    assert auto_tile(2048 * 2, 8, "tpu") == 512 and auto_tile(1 << 20, 8, "tpu") == 1024
+    assert auto_tile(512 * 2, 8, "gpu") == 256  # the H200-measured GPU rule is unchanged
+    assert auto_tile(512 * 2, 8, "cpu") == 64
 
 
 def test_profile_scope_names_the_dispatch_that_runs():

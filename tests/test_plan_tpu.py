@@ -26,6 +26,21 @@ def test_target_without_libtpu_says_what_to_install(capsys):
     assert "grok_flax[tpu]" in capsys.readouterr().err
 
 
+def test_moe_tile_is_resolved_for_the_target_not_the_host():
+    """A deviceless TPU compile runs with JAX_PLATFORMS=cpu: the programs and the tile-loop
+    cost must both use TPU's ``auto_tile`` rule, not the host's."""
+    from grok_flax.running.plan import _tile_platform, _with_tile
+
+    cfg = GrokConfig.grok_1()  # 8 experts
+    assert _tile_platform("tpu") == "tpu" and _tile_platform("default") is None
+    assert _with_tile(cfg, 1024, "tpu").moe_tile == 128  # Grok-1's 512-token chunk
+    assert _with_tile(cfg, 1024, "cpu").moe_tile == 64
+    assert (
+        _with_tile(cfg, 1024, None) is cfg
+        and _with_tile(cfg.replace(moe_tile=32), 1024, "tpu").moe_tile == 32
+    )
+
+
 @needs_libtpu
 def test_topology_meshes_and_refusals():
     from grok_flax.scale.mesh import topology_mesh

@@ -149,8 +149,8 @@ class StepCost:
     ideal_flops: float
     ideal_bytes: float
     check: tuple[float, float] | None = None
-    moe_loop: str | None = None  # what the compiled count leaves out (prefill's tile loop)
-    moe_flops: float = 0.0  # that part, added to ``flops`` (one tile compiled × tiles)
+    moe_loop: str | None = None  # what the compiled count misses (prefill's tile loop)
+    moe_flops: float = 0.0  # that part, added to ``flops`` (one tile compiled × (tiles − 1))
     moe_bytes: float = 0.0
     moe_seconds: float = 0.0
 
@@ -453,7 +453,9 @@ def plan(
     if compile:
         chunk = min(prefill_chunk or context, context)
         result.prefill_chunk = chunk
-        result.tokens, result.programs = _compile_programs(cfg, mesh, context, batch, chunk)
+        result.tokens, result.programs = _compile_programs(
+            cfg, mesh, context, batch, chunk, _tile_platform(backend)
+        )
         if cost:
             peak_bw = TPU_CHIPS.get(chip or "", (None, None, None, None))[2:]
             result.cost = whole_model_cost(result, mesh, *peak_bw)
@@ -475,11 +477,39 @@ def _devices_per_chip(mesh) -> int:
     return max(1, len(coords) // len(set(coords)))
 
 
-def _compile_programs(cfg: GrokConfig, mesh, context: int, batch: int, chunk: int):
+def _tile_platform(backend: str) -> str | None:
+    """The platform ``moe.auto_tile`` should pick for when compiling for ``backend``: the
+    target's, not the host's (a deviceless TPU compile runs with ``JAX_PLATFORMS=cpu``);
+    None (the default backend's rule) for ``backend="default"``."""
+    return backend if backend in ("cpu", "tpu") else None
+
+
+def _with_tile(cfg: GrokConfig, pairs: int, platform: str | None) -> GrokConfig:
+    """``cfg`` with ``moe_tile="auto"`` resolved for ``pairs`` token-expert pairs on
+    ``platform`` (unchanged when the tile is fixed or the platform is the default's)."""
+    from grok_flax.moe import auto_tile
+
+    if platform is None or cfg.moe_tile != "auto":
+        return cfg
+    return cfg.replace(moe_tile=auto_tile(pairs, cfg.num_experts, platform))
+
+
+def _compile_programs(
+    cfg: GrokConfig, mesh, context: int, batch: int, chunk: int, platform: str | None = None
+):
     """AOT-compile generate's prefill (a ``chunk``-token call into a ``context``-slot KV
     memory) and decode step for ``cfg`` on ``mesh`` -> (prefill's other inputs' bytes per
-    device, [prefill, decode] ``ProgramMemory``)."""
-    gdef, state, mgdef, mstate = _abstract(cfg, batch, context, mesh)
+    device, [prefill, decode] ``ProgramMemory``). ``platform``: the one the MoE's
+    ``moe_tile="auto"`` is resolved for (``_tile_platform``), per program."""
+    k = cfg.num_selected_experts
+    prefill_cfg = _with_tile(cfg, batch * chunk * k, platform)
+    decode_cfg = _with_tile(cfg, batch * k, platform)
+    gdef, state, mgdef, mstate = _abstract(prefill_cfg, batch, context, mesh)
+    decode_gdef = (
+        gdef
+        if decode_cfg == prefill_cfg
+        else nnx.graphdef(nnx.eval_shape(lambda: Grok(decode_cfg, rngs=nnx.Rngs(0))))
+    )
 
     def arg(dtype, *shape):
         return jax.ShapeDtypeStruct(
@@ -513,7 +543,9 @@ def _compile_programs(cfg: GrokConfig, mesh, context: int, batch: int, chunk: in
             (gdef, state, mgdef, mstate, *prefill_in),
         ),
         _compile(
-            "decode (1 token + sampling)", decode_step, (gdef, state, mgdef, mstate, *decode_in)
+            "decode (1 token + sampling)",
+            decode_step,
+            (decode_gdef, state, mgdef, mstate, *decode_in),
         ),
     ]
     return bytes_per_device(prefill_in), programs
@@ -598,10 +630,12 @@ def whole_model_cost(p: Plan, mesh, peak_flops=None, hbm_bandwidth=None) -> Whol
     layers — ``layer = c(2) − c(1)``, ``fixed = c(1) − layer`` (embedding, head, sampling) —
     and the whole model is ``fixed + L × layer``; a 4-layer unrolled compile checks it
     (``StepCost.check``). The prefill's tiled MoE dispatch runs its tiles in a loop too
-    (``lax.map`` over tiles, each a ``cond``), which the cost analysis leaves out: one tile
-    is compiled alone and counted once per tile of *balanced* routing (every expert gets
-    its share of the chunk's token-expert pairs; real routing adds up to one tile per
-    expert), labelled as such."""
+    (``lax.map`` over tiles, each a ``cond``), whose body the cost analysis counts once
+    (compiles of one layer with 64-, 128- and 256-row tiles differ by exactly one tile): one
+    tile is compiled alone and added for each further tile of *balanced* routing (every
+    expert gets its share of the chunk's token-expert pairs; real routing adds up to one
+    tile per expert), labelled as such. The chunked attention's loop over key blocks is
+    counted once too and not yet added: the prefill's attention-score FLOPs are low."""
     from grok_flax.moe import auto_tile
 
     cfg, L = p.config, p.config.num_layers
@@ -609,7 +643,9 @@ def whole_model_cost(p: Plan, mesh, peak_flops=None, hbm_bandwidth=None) -> Whol
     compiled = {}
     for n in (1, 2, 4):
         small = cfg.replace(num_layers=n, scan_layers=False)
-        compiled[n] = _compile_programs(small, mesh, p.context, p.batch, chunk)[1]
+        compiled[n] = _compile_programs(
+            small, mesh, p.context, p.batch, chunk, _tile_platform(p.backend)
+        )[1]
     steps = []
     for i, (name, tokens, decode) in enumerate(
         [(p.programs[0].name, chunk, False), (p.programs[1].name, 1, True)]
@@ -640,18 +676,21 @@ def whole_model_cost(p: Plan, mesh, peak_flops=None, hbm_bandwidth=None) -> Whol
         ):
             tile = cfg.moe_tile
             if tile == "auto":
-                tile = auto_tile(pairs, cfg.num_experts, "tpu" if p.backend == "tpu" else "cpu")
+                tile = auto_tile(pairs, cfg.num_experts, _tile_platform(p.backend))
             tile = max(1, min(tile, pairs))
             per_expert = -(-pairs // cfg.num_experts)
             tiles = cfg.num_experts * -(-per_expert // tile)
             t = _expert_tile_cost(cfg, mesh, tile)
+            # the compiled layer already holds the loop body (one tile) once
+            more = max(0, tiles - 1)
             step.moe_loop = (
                 f"MoE tile loop: {tiles} tiles of {tile} rows per layer for {pairs} "
-                f"token-expert pairs (balanced routing), one tile compiled alone × {tiles} × {L}"
+                f"token-expert pairs (balanced routing); the compiled layer counts one, "
+                f"so one tile compiled alone × {more} × {L}"
             )
-            step.moe_flops = L * tiles * t.get("flops", 0.0)
-            step.moe_bytes = L * tiles * t.get("bytes accessed", 0.0)
-            step.moe_seconds = L * tiles * t.get("optimal_seconds", 0.0)
+            step.moe_flops = L * more * t.get("flops", 0.0)
+            step.moe_bytes = L * more * t.get("bytes accessed", 0.0)
+            step.moe_seconds = L * more * t.get("optimal_seconds", 0.0)
             step.flops += step.moe_flops
             step.bytes += step.moe_bytes
             if step.seconds is not None:
