@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from grok_flax.viz.figures import config_or_grok1, format_bytes
+
 __all__ = [
     "causal_mask",
     "gqa_groups",
@@ -24,22 +26,6 @@ _KV_COLOR = "#f9f3d2"
 _GROUP_COLORS = tuple(f"C{i}" for i in range(10))
 
 
-def _config(cfg):
-    from grok_flax.config import GrokConfig
-
-    if cfg is None:
-        return GrokConfig.grok_1()
-    if not isinstance(cfg, GrokConfig):
-        raise ValueError(f"expected a GrokConfig, got {type(cfg).__name__}")
-    return cfg
-
-
-def _bytes(n: float) -> str:
-    from grok_flax.viz.figures import format_bytes
-
-    return format_bytes(n)
-
-
 # --------------------------------------------------------------------------------------------
 # grouped-query attention
 # --------------------------------------------------------------------------------------------
@@ -49,7 +35,7 @@ def gqa_groups(cfg=None, *, title: str | None = None) -> Figure:
     it shares (bottom). Query head j reads KV head j // R. Grok-1 by default."""
     from matplotlib.patches import Rectangle
 
-    cfg = _config(cfg)
+    cfg = config_or_grok1(cfg)
     Nq, K, R, H = cfg.num_q_heads, cfg.num_kv_heads, cfg.q_per_kv, cfg.key_size
     fig = Figure(figsize=(10, 3.4), layout="constrained")
     ax = fig.add_subplot()
@@ -235,7 +221,7 @@ def kv_memory_fill(
     for one token: 2 × L × K × H values of ``dtype``."""
     import jax.numpy as jnp
 
-    cfg = _config(cfg)
+    cfg = config_or_grok1(cfg)
     if prompt_len < 1 or new_tokens < 0 or prompt_len + new_tokens > max_len:
         raise ValueError(
             f"need prompt_len ≥ 1, new_tokens ≥ 0 and prompt_len + new_tokens ≤ max_len; "
@@ -279,7 +265,7 @@ def kv_memory_fill(
         or "after each call: dark = the slots it wrote, light = written before, white = empty; "
         "red frame = slot step, the next to write\n"
         f"one slot = 2 (k, v) × {L} layers × {K} KV heads × {H} = {2 * L * K * H:,} values "
-        f"= {_bytes(per)} in {jnp.dtype(dtype).name}",
+        f"= {format_bytes(per)} in {jnp.dtype(dtype).name}",
         fontsize=9,
     )
     return fig

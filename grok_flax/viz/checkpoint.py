@@ -25,6 +25,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from grok_flax.viz.figures import config_or_grok1
+
 __all__ = ["prefill_decode", "release_layout", "sampling_cutoffs", "streaming_load"]
 
 _INT8, _SCALES, _FLOAT = "#f6b26b", "#f9d9b0", "#b6d7a8"
@@ -54,16 +56,6 @@ def _gb(n: float) -> str:
         if n >= size:
             return f"{n / size:.3g} {unit}"
     return f"{n:.0f} B"
-
-
-def _cfg(cfg):
-    from grok_flax.config import GrokConfig
-
-    if cfg is None:
-        return GrokConfig.grok_1()
-    if not isinstance(cfg, GrokConfig):
-        raise ValueError(f"expected a GrokConfig, got {type(cfg).__name__}")
-    return cfg
 
 
 def _file_arrays(cfg, short: str) -> tuple[tuple[int, ...], tuple[int, ...] | None, int]:
@@ -111,7 +103,7 @@ def release_layout(cfg=None, *, max_rows: int = 7) -> Figure:
     files, then 12 per decoder layer, layers in *sorted-name* order (0, 1, 10, 11, …); each
     cell is a file's index, coloured int8 + bf16 scales or float32, with one layer's bytes
     per file below. Right: what one expert file holds, opcodes around two raw payloads."""
-    cfg = _cfg(cfg)
+    cfg = config_or_grok1(cfg)
     if max_rows < 3:
         raise ValueError(f"max_rows must be >= 3 (first layers, '⋮', last), got {max_rows}")
     L = cfg.num_layers
@@ -257,7 +249,7 @@ def streaming_load(cfg=None, *, devices: int = 8) -> Figure:
     against that budget; bottom: what each device holds so far. Assumes each parameter
     splits evenly over the devices (on CPU nothing is staged: the host buffers are the
     arrays)."""
-    cfg = _cfg(cfg)
+    cfg = config_or_grok1(cfg)
     if not isinstance(devices, int) or devices < 1:
         raise ValueError(f"devices must be an integer >= 1, got {devices!r}")
     steps, budget = _load_units(cfg, devices)

@@ -105,6 +105,18 @@ def _fit(n: int, per: float, lo: float, hi: float, extra: float = 0.0) -> float:
     return float(min(hi, max(lo, extra + per * n)))
 
 
+def config_or_grok1(cfg=None):
+    """The config a figure draws: ``cfg``, or Grok-1's when None. Anything but a
+    ``GrokConfig`` raises ``ValueError`` (every concept picture's first line)."""
+    from grok_flax.config import GrokConfig
+
+    if cfg is None:
+        return GrokConfig.grok_1()
+    if not isinstance(cfg, GrokConfig):
+        raise ValueError(f"expected a GrokConfig (or None for Grok-1), got {type(cfg).__name__}")
+    return cfg
+
+
 # --------------------------------------------------------------------------------------------
 # the whole model
 # --------------------------------------------------------------------------------------------
@@ -158,7 +170,7 @@ def architecture(
 
     from grok_flax.config import GrokConfig
 
-    cfg = GrokConfig.grok_1() if cfg is None else cfg
+    cfg = config_or_grok1(cfg)
     lit = {highlight} if isinstance(highlight, str) else set(highlight or ())
     unknown = lit - set(ARCHITECTURE_PARTS)
     if unknown:

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from grok_flax.viz.figures import config_or_grok1
+
 __all__ = ["residual_stream", "sandwich_norms", "scan_vs_loop"]
 
 _FILL = {
@@ -23,16 +25,6 @@ _FILL = {
 }
 _INK = "#222222"
 _SHAPE = "#1a4a7a"  # activation shapes, as in viz.architecture
-
-
-def _config(cfg):
-    from grok_flax.config import GrokConfig
-
-    if cfg is None:
-        return GrokConfig.grok_1()
-    if not isinstance(cfg, GrokConfig):
-        raise ValueError(f"expected a GrokConfig (or None for Grok-1), got {type(cfg).__name__}")
-    return cfg
 
 
 def _canvas(width: float, height: float, xmax: float = 100, ymax: float = 100):
@@ -97,7 +89,7 @@ def sandwich_norms(cfg=None) -> Figure:
     block only) and Grok-1's sandwich (a norm before AND after attention and the MoE, the
     normalised output added to the residual stream). Sizes and counts come from ``cfg``
     (a ``GrokConfig``; Grok-1 by default)."""
-    cfg = _config(cfg)
+    cfg = config_or_grok1(cfg)
     L, D, E, k = cfg.num_layers, cfg.emb_size, cfg.num_experts, cfg.num_selected_experts
     Nq, Nk = cfg.num_q_heads, cfg.num_kv_heads
     act = f"[B, T, {D}]"
@@ -205,7 +197,7 @@ def residual_stream(
     ``term_rms``: optionally the measured RMS (over D) of each term, in the order x₀, a₀, m₀,
     a₁ … (2L + 1 numbers), drawn below as bars; ``stream_rms``: the RMS of the running sum h
     after each term (2L + 1 numbers), drawn over them as a line."""
-    cfg = _config(cfg)
+    cfg = config_or_grok1(cfg)
     L, D = cfg.num_layers, cfg.emb_size
     n = 2 * L + 1
     if stream_rms is not None and term_rms is None:
@@ -311,7 +303,7 @@ def scan_vs_loop(cfg=None) -> Figure:
     come from ``cfg`` (Grok-1 by default)."""
     from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Rectangle
 
-    cfg = _config(cfg)
+    cfg = config_or_grok1(cfg)
     L, D = cfg.num_layers, cfg.emb_size
     act = f"h [B, T, {D}]"
     fig, ax = _canvas(11, 5.6)

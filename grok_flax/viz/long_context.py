@@ -11,19 +11,13 @@ from collections.abc import Sequence
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, Polygon, Rectangle
 
-from grok_flax.viz.figures import format_bytes
+from grok_flax.viz.figures import config_or_grok1, format_bytes
 
 __all__ = ["attention_tiles", "chunked_prefill", "context_growth"]
 
 _DONE = "#9ecae1"  # computed / already in the KV memory
 _NOW = "#fd8d3c"  # the chunk being worked on
 _SKIP = "#f0f0f0"  # skipped / empty
-
-
-def _grok1(cfg):
-    from grok_flax.config import GrokConfig
-
-    return GrokConfig.grok_1() if cfg is None else cfg
 
 
 def _positive(**values) -> None:
@@ -44,7 +38,7 @@ def attention_tiles(cfg=None, *, context: int | None = None, chunk: int | None =
     The side text counts the tiles and compares one tile's fp32 bytes with the whole matrix's.
     ``context`` and ``chunk`` default to ``cfg.sequence_len`` and ``cfg.attention_chunk``
     (Grok-1: 8,192 and 512)."""
-    cfg = _grok1(cfg)
+    cfg = config_or_grok1(cfg)
     T = int(context if context is not None else cfg.sequence_len)
     c = int(chunk if chunk is not None else cfg.attention_chunk)
     _positive(context=T, chunk=c)
@@ -130,7 +124,7 @@ def chunked_prefill(
     written so far (blue, plus its own chunk causally); the slots after it are still empty.
     The filled part grows as a staircase: the triangle of ``attention_tiles`` seen from the
     memory. ``prompt`` defaults to about a third of the memory."""
-    cfg = _grok1(cfg)
+    cfg = config_or_grok1(cfg)
     S = int(memory if memory is not None else cfg.sequence_len)
     P = int(prompt if prompt is not None else max(1, (S * 35) // 100))
     _positive(prompt=P, chunk=int(chunk), memory=S)
@@ -177,7 +171,7 @@ def context_growth(cfg=None, contexts: Sequence[int] = (2048, 4096, 8192)) -> Fi
     holds not at all. One column per context; sizes from ``cfg`` (Grok-1 by default)."""
     from grok_flax.kv_memory import kv_bytes_per_token
 
-    cfg = _grok1(cfg)
+    cfg = config_or_grok1(cfg)
     contexts = [int(t) for t in contexts]
     if not contexts or min(contexts) < 1:
         raise ValueError(f"contexts must be positive integers, got {contexts}")

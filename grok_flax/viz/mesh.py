@@ -19,15 +19,11 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, Rectangle
 
+from grok_flax.viz.figures import config_or_grok1
+
 __all__ = ["expert_parallelism", "mesh_2d", "tensor_parallel_block"]
 
 _MAX_DEVICES = 16  # beyond this the per-device labels no longer fit at a readable size
-
-
-def _grok(cfg):
-    from grok_flax.config import GrokConfig
-
-    return GrokConfig.grok_1() if cfg is None else cfg
 
 
 def _count(name: str, value, lo: int = 1, hi: int = _MAX_DEVICES) -> int:
@@ -75,7 +71,7 @@ def tensor_parallel_block(cfg=None, model: int = 8) -> Figure:
     (``P("model", None)``); each device's slice of the hidden activation is exactly the input
     its rows of ``W₁`` need, and the partial outputs are added by one all-reduce. D and F come
     from ``cfg`` (Grok-1 by default)."""
-    cfg = _grok(cfg)
+    cfg = config_or_grok1(cfg)
     n = _count("model", model)
     D, F = cfg.emb_size, cfg.ffn_size
     _divides("the expert width F", F, n, "model")
@@ -203,7 +199,7 @@ def mesh_2d(cfg=None, data: int = 2, model: int = 4) -> Figure:
     expert's ``linear_1 [F, D]`` (``P("model", "data")``). Below, the two weights cut into
     blocks, each block labelled with its device. Sizes come from ``cfg`` (Grok-1 by
     default)."""
-    cfg = _grok(cfg)
+    cfg = config_or_grok1(cfg)
     d = _count("data", data)
     m = _count("model", model)
     if d * m > _MAX_DEVICES:
@@ -299,7 +295,7 @@ def expert_parallelism(
     chosen expert (an all-to-all), processed, and sent back (a second all-to-all). The routing
     drawn is a seeded random top-k choice (``cfg.num_selected_experts``), so the right panel's
     loads are uneven the way real routing is."""
-    cfg = _grok(cfg)
+    cfg = config_or_grok1(cfg)
     E, k = cfg.num_experts, cfg.num_selected_experts
     n = _count("devices", E if devices is None else devices)
     t = _count("tokens_per_device", tokens_per_device, 1, 6)

@@ -15,6 +15,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, Rectangle
 
+from grok_flax.viz.figures import config_or_grok1
+
 __all__ = ["block_scale_layout", "grok1_quant_shapes", "quantize_block", "scale_blocks_on_mesh"]
 
 _BLOCK_FILLS = ("#dbe9f6", "#fde3c8", "#dff0d8", "#eadcf2", "#f9f3d2", "#f6d5d5")
@@ -247,9 +249,8 @@ def grok1_quant_shapes(cfg=None) -> Figure:
     """The int8 weights of one decoder layer of ``cfg`` (Grok-1 by default), drawn to one
     scale (height = input rows, width = output columns; experts' weights: one expert of E),
     with their G scale blocks as lines across the input axis, and a table of the shapes."""
-    from grok_flax.config import GrokConfig
 
-    cfg = GrokConfig.grok_1() if cfg is None else cfg
+    cfg = config_or_grok1(cfg)
     if not getattr(cfg, "quantized", True):
         raise ValueError("grok1_quant_shapes: this config has float weights (quantized=False)")
     items = _layer_linears(cfg)
@@ -335,9 +336,8 @@ def scale_blocks_on_mesh(cfg=None, *, devices: int = 8, weight: str = "moe.linea
     shards int8 and scales alike: ``P(None, "model", None)``; ``P("model", "data")`` for
     attention), against the config's G scale blocks. With G = devices every device's slice is
     exactly one block: its scales depend on its rows only."""
-    from grok_flax.config import GrokConfig
 
-    cfg = GrokConfig.grok_1() if cfg is None else cfg
+    cfg = config_or_grok1(cfg)
     S = _int("devices", devices)
     if weight == "moe.linear_1":
         rows, G, spec = cfg.ffn_size, cfg.moe_out_scale_blocks, 'P(None, "model", None)'

@@ -12,21 +12,14 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.patches import Arc, FancyArrowPatch, Rectangle
 
+from grok_flax.viz.figures import config_or_grok1
+
 __all__: list[str] = [
     "rope_angle_error",
     "rope_pairing",
     "rope_relative_angle",
     "rope_rotating_pairs",
 ]
-
-
-def _config(cfg):
-    from grok_flax.config import GrokConfig
-
-    cfg = GrokConfig.grok_1() if cfg is None else cfg
-    if not hasattr(cfg, "key_size") or not hasattr(cfg, "rope_base"):
-        raise ValueError(f"expected a GrokConfig, got {type(cfg).__name__}")
-    return cfg
 
 
 def _theta(key_size: int, base: float) -> np.ndarray:
@@ -60,7 +53,7 @@ def rope_rotating_pairs(
     each position is a dot at angle p·θᵢ, drawn on its own ring (ring k = the k-th position
     listed) only so that dots at the same angle stay visible: a rotation never changes a
     vector's length. Fast pairs spin many turns over the context, slow ones barely move."""
-    cfg = _config(cfg)
+    cfg = config_or_grok1(cfg)
     H, base, context = cfg.key_size, float(cfg.rope_base), cfg.sequence_len
     half = H // 2
     pairs = _default_pairs(half) if pairs is None else [int(i) for i in pairs]
@@ -124,7 +117,7 @@ def rope_pairing(cfg=None) -> Figure:
     with i + H/2) against the RoPE paper's neighbouring pairs (2i, 2i+1). Boxes of one colour
     form one pair and turn by the same angle p·θᵢ; a head wider than 16 features is shown with
     its middle elided."""
-    cfg = _config(cfg)
+    cfg = config_or_grok1(cfg)
     H = cfg.key_size
     half = H // 2
     theta = _theta(H, float(cfg.rope_base))
@@ -183,7 +176,7 @@ def rope_relative_angle(cfg=None, *, pair: int | None = None, shift: int | None 
 
     ``pair`` defaults to the pair whose θᵢ is closest to 0.3 rad per position, so the turns
     are visible; ``shift`` defaults to about 2 rad worth of positions."""
-    cfg = _config(cfg)
+    cfg = config_or_grok1(cfg)
     H, base = cfg.key_size, float(cfg.rope_base)
     theta = _theta(H, base)
     i = int(np.argmin(np.abs(theta - 0.3))) if pair is None else int(pair)
@@ -246,7 +239,7 @@ def rope_angle_error(
     [0, π] radians, at ``samples`` positions across the context (log scale)."""
     import ml_dtypes
 
-    cfg = _config(cfg)
+    cfg = config_or_grok1(cfg)
     H, base, context = cfg.key_size, float(cfg.rope_base), cfg.sequence_len
     known = {"float32": np.float32, "float16": np.float16, "bfloat16": ml_dtypes.bfloat16}
     bad = [d for d in dtypes if d not in known]
