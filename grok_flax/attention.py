@@ -45,18 +45,21 @@ def visibility(q_pos: jax.Array, k_pos: jax.Array, k_valid: jax.Array) -> jax.Ar
     return (k_pos[:, None, :] <= q_pos[:, :, None]) & k_valid[:, None, :]
 
 
-def _logits(q, k, multiplier, cap):
+def _scaled_logits(q, k, multiplier):
     # q [B, T, K, R, H], k [B, S, K, H] -> [B, K, R, T, S] fp32 (dot in the activation dtype,
-    # as the reference, then fp32 for everything after).
-    logits = jnp.einsum("btkrh,bskh->bkrts", q, k).astype(jnp.float32)
-    return soft_cap(logits * multiplier, cap)
+    # as the reference, then fp32 for everything after), before the cap.
+    return jnp.einsum("btkrh,bskh->bkrts", q, k).astype(jnp.float32) * multiplier
+
+
+def _logits(q, k, multiplier, cap):
+    return soft_cap(_scaled_logits(q, k, multiplier), cap)
 
 
 def logit_max(q, k, q_pos, k_pos, k_valid, *, multiplier: float) -> jax.Array:
     """[B] fp32: the largest absolute logit any query head gives a key it can see, *before*
     the soft cap — how hard the cap is working (a diagnostic: one T×S pass, as
     ``attend_naive``)."""
-    raw = jnp.einsum("btkrh,bskh->bkrts", q, k).astype(jnp.float32) * multiplier
+    raw = _scaled_logits(q, k, multiplier)
     visible = visibility(q_pos, k_pos, k_valid)[:, None, None]  # [B, 1, 1, T, S]
     return jnp.where(visible, jnp.abs(raw), 0.0).max(axis=(1, 2, 3, 4))
 
