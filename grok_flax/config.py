@@ -18,8 +18,15 @@ import jax.numpy as jnp
 
 _FLOAT_DTYPES = ("float32", "bfloat16", "float16")
 _COMPUTE_DTYPES = ("auto", *_FLOAT_DTYPES)
-_ATTENTION_IMPLS = ("naive", "chunked", "tokamax")
-_MOE_IMPLS = ("dense", "sparse", "gather", "tiled", "ragged", "tokamax")
+_ATTENTION_IMPLS = ("auto", "naive", "chunked", "tokamax", "splash")
+_MOE_IMPLS = ("auto", "dense", "sparse", "gather", "tiled", "ragged", "tokamax", "gmm")
+# what attention_impl / moe_impl "auto" become per platform (GrokConfig.for_platform): the XLA
+# paths everywhere but TPU, where the TPU plan's compiled figures choose the Pallas kernels
+# (docs/tpu_projection.md); a platform not listed takes "default"
+AUTO_IMPLS = {
+    "default": {"attention_impl": "chunked", "moe_impl": "sparse"},
+    "tpu": {"attention_impl": "splash", "moe_impl": "gmm"},
+}
 
 
 def ffn_size(emb_size: int, widening_factor: float) -> int:
@@ -81,12 +88,15 @@ class GrokConfig:
     param_dtype: str = "float32"  # embedding, norms, router, and float (unquantized) linears
     # --- algorithms (same function, different cost) ---
     # "naive": full T×S logits (reference); "chunked": online softmax over blocks; "tokamax":
-    # tokamax.dot_product_attention (flash kernels on GPU/TPU; needs the `kernels` extra)
+    # tokamax.dot_product_attention (flash kernels on GPU/TPU; needs the `kernels` extra);
+    # "splash": Pallas TPU splash attention (jax.experimental), the 30·tanh cap in the kernel;
+    # "auto": per platform (AUTO_IMPLS, GrokConfig.for_platform)
     attention_impl: str = "chunked"
     attention_chunk: int = 512  # query/key block size of the chunked attention
     # "dense": reference all-experts; "sparse": only routed pairs (tiled/gather); "ragged":
     # grouped matmuls (lax.ragged_dot); "tokamax": tokamax.ragged_dot reading int8 in the
-    # kernel (GPU/TPU; needs the `kernels` extra)
+    # kernel (GPU/TPU; needs the `kernels` extra); "gmm": tokamax's Pallas TPU grouped matmul
+    # (megablox) reading int8; "auto": per platform (AUTO_IMPLS, GrokConfig.for_platform)
     moe_impl: str = "sparse"
     # rows per tile of the sorted, grouped expert matmul; "auto": on CPU half the mean rows
     # per expert as a power of two in 64..256, on GPU the mean in 256..1024, on TPU in
@@ -201,6 +211,16 @@ class GrokConfig:
     @property
     def pdtype(self):
         return jnp.dtype(self.param_dtype)
+
+    def for_platform(self, platform: str | None = None) -> GrokConfig:
+        """This config with ``attention_impl`` / ``moe_impl`` "auto" resolved for ``platform``
+        ("cpu", "gpu", "tpu"; default: JAX's default backend) by ``AUTO_IMPLS``; explicit
+        choices are kept. A deviceless TPU compile (``plan --target``) passes "tpu"."""
+        import jax
+
+        auto = AUTO_IMPLS.get(platform or jax.default_backend(), AUTO_IMPLS["default"])
+        changes = {k: v for k, v in auto.items() if getattr(self, k) == "auto"}
+        return self.replace(**changes) if changes else self
 
     def replace(self, **changes) -> GrokConfig:
         """A copy with ``changes`` applied (validated again, like any new config)."""

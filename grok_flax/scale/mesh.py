@@ -14,6 +14,7 @@ gives *Explicit* ones. The model runs on both (``grok_flax.axes``).
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import jax
@@ -108,6 +109,15 @@ TPU_MISSING = (
 )
 
 
+def _share_libtpu() -> None:
+    """libtpu takes a machine-wide lock (/tmp/libtpu_lockfile) when it loads, which guards a
+    real TPU's chips; a second process describing a deviceless topology (a second pytest
+    worker, a second ``plan``) would fail on it. This process uses no TPU (JAX's backend is
+    not "tpu"), so it opts out of the lock, unless the user set the variable themselves."""
+    if jax.default_backend() != "tpu":
+        os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+
+
 def topology_mesh(target: str, data: int, model: int) -> tuple[Mesh, str]:
     """A ``(data, model)`` mesh over the devices of a TPU slice described by ``target``
     (libtpu's topology name, e.g. ``"v5p:2x2x2"``, ``"v5e:4x8"``, ``"v6e:4x4"``), with no TPU
@@ -129,6 +139,7 @@ def topology_mesh(target: str, data: int, model: int) -> tuple[Mesh, str]:
     for name, v in (("data", data), ("model", model)):
         if not _positive_int(v):
             raise ValueError(f"mesh {name} must be a positive integer, got {v!r}")
+    _share_libtpu()
     try:
         topo = topologies.get_topology_desc(platform="tpu", topology_name=target)
     except Exception as e:  # noqa: BLE001 - libtpu's errors are plain RuntimeErrors
