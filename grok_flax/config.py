@@ -103,6 +103,9 @@ class GrokConfig:
     # 128..1024 (moe.auto_tile)
     moe_tile: int | str = "auto"
     scan_layers: bool = True  # one compiled layer under lax.scan (False: a Python loop)
+    # run the Pallas TPU kernels ("splash", "gmm") in Pallas's interpret mode: the same kernel
+    # body as JAX operations, on any backend (how the tests check them on CPU; slow)
+    pallas_interpret: bool = False
     # --- ablation switches: Grok-1 is the default; others change the function (demo/ablate.py) ---
     use_rope: bool = True  # rotary embedding on q and k (False: no positions, only causality)
     post_norms: bool = True  # the sandwich's post-attention/post-MoE RMSNorms (False: pre-norm)
@@ -133,7 +136,14 @@ class GrokConfig:
         )
         if self.moe_tile != "auto":
             positive("moe_tile")
-        for name in ("quantized", "scan_layers", "use_rope", "post_norms", "renormalize_gates"):
+        for name in (
+            "quantized",
+            "scan_layers",
+            "pallas_interpret",
+            "use_rope",
+            "post_norms",
+            "renormalize_gates",
+        ):
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"{name} must be true or false, got {getattr(self, name)!r}")
         if problems:
