@@ -113,9 +113,21 @@ def _share_libtpu() -> None:
     """libtpu takes a machine-wide lock (/tmp/libtpu_lockfile) when it loads, which guards a
     real TPU's chips; a second process describing a deviceless topology (a second pytest
     worker, a second ``plan``) would fail on it. This process uses no TPU (JAX's backend is
-    not "tpu"), so it opts out of the lock, unless the user set the variable themselves."""
+    not "tpu"), so it opts out of the lock, unless the user set the variable themselves.
+
+    It also tells libtpu it is not on a TPU host (no metadata server to ask, one local worker),
+    which otherwise prints a screen of "could not determine TPU accelerator type / worker
+    hostnames" errors at load. The accelerator type named does not change what is compiled:
+    the devices compiled for are the topology's (checked: the same temporaries, FLOPs, bytes
+    and cost-model times for v5e and v6e slices with and without it)."""
     if jax.default_backend() != "tpu":
-        os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+        for name, value in (
+            ("ALLOW_MULTIPLE_LIBTPU_LOAD", "1"),
+            ("TPU_SKIP_MDS_QUERY", "1"),
+            ("TPU_WORKER_HOSTNAMES", "localhost"),
+            ("TPU_ACCELERATOR_TYPE", "v5p-8"),
+        ):
+            os.environ.setdefault(name, value)
 
 
 def topology_mesh(target: str, data: int, model: int) -> tuple[Mesh, str]:
