@@ -82,6 +82,24 @@ def test_sampling_cutoffs_keeps_what_the_library_keeps():
         assert f"{kept} of 300 tokens can be drawn" in title
 
 
+def test_slice_memory_stacks_a_chips_share_against_its_memory():
+    from grok_flax.running.plan import GiB, plan
+
+    rows = []
+    for label, data, hbm in (("4 x 8", 4, 16 * GiB), ("2 x 8", 2, 16 * GiB)):
+        p = plan("grok-1", {"data": data, "model": 8}, context=8192, batch=data, compile=False)
+        rows.append(dict(label=label, weights=p.weight_bytes, kv=p.kv, temp=0.5e9, memory=hbm))
+    fig = viz.slice_memory(rows)
+    (ax,) = fig.axes
+    widths = [round(b.get_width(), 3) for b in ax.patches]  # per row: weights, KV, temp
+    assert widths[0] == round(rows[0]["weights"] / 1e9, 3) and widths[3] == round(
+        rows[1]["weights"] / 1e9, 3
+    )
+    text = texts(fig)
+    assert "fits: " in text and "short by" in text  # 4×8 fits 16 GiB, 2×8 does not
+    assert "4 x 8" in text and "16 GiB" in text
+
+
 @pytest.mark.parametrize(
     "call",
     [
@@ -93,6 +111,9 @@ def test_sampling_cutoffs_keeps_what_the_library_keeps():
         lambda: viz.sampling_cutoffs(np.zeros((2, 5))),
         lambda: viz.sampling_cutoffs(np.zeros(5), temperature=0.0),
         lambda: viz.sampling_cutoffs(np.zeros(5), top_p=0.0),
+        lambda: viz.slice_memory([]),
+        lambda: viz.slice_memory([dict(label="x", weights=1, kv=1, temp=1)]),
+        lambda: viz.slice_memory([dict(label="x", weights=-1, kv=1, temp=1, memory=4)]),
     ],
 )
 def test_bad_input_is_a_clear_value_error(call):

@@ -178,3 +178,46 @@ def payload_offsets(answer) -> str | None:
             )
         return f"{path.name}: the payloads start at bytes {want}, you gave {got}."
     return None
+
+
+_WHOLE_GROK1 = 318.24e9  # Grok-1's weights in bytes (int8 + bf16 scales + fp32 embedding)
+
+
+def _plan_weights(data: int, model: int) -> int:
+    import warnings
+
+    from grok_flax.running.plan import plan
+
+    with warnings.catch_warnings():  # batch 1 is not split over data: replicated, as intended
+        warnings.simplefilter("ignore", UserWarning)
+        p = plan("grok-1", {"data": data, "model": model}, context=8192, compile=False)
+    return p.weight_bytes
+
+
+@exercise(
+    "08",
+    task="A function weights_per_chip(data, model) -> the bytes of Grok-1's weights one chip "
+    "holds on a data × model mesh sharded as the release shards it (within 1%).",
+    wrong=[lambda: lambda d, m: _WHOLE_GROK1 / m, lambda: lambda d, m: _WHOLE_GROK1 / d],
+    praise="The release splits every weight matrix over both axes (its model width D over "
+    "'data', its output width over 'model'), so 32 chips hold 1/32 each: ~10 GB, which is why "
+    "a v5e-32 (16 GiB per chip) holds Grok-1.",
+)
+def weights_per_chip(answer) -> str | None:
+    if not callable(answer):
+        return "give a function weights_per_chip(data, model) -> bytes."
+    for data, model in ((1, 8), (4, 8), (2, 8), (2, 4), (8, 8)):
+        want, got = _plan_weights(data, model), float(answer(data, model))
+        if abs(got - want) <= 0.01 * want:
+            continue
+        if data > 1 and abs(got - _WHOLE_GROK1 / model) <= 0.01 * want * data:
+            return (
+                f"data={data} × model={model}: {got / 1e9:.2f} GB is a whole copy per "
+                f"data row, as in plain data parallelism; the release also splits each "
+                f"weight's model width D over 'data' (axes.RULES: 'embed': 'data'), so a "
+                f"chip holds {want / 1e9:.2f} GB."
+            )
+        return (
+            f"data={data} × model={model}: one chip holds {want / 1e9:.2f} GB, not {got / 1e9:.2f}."
+        )
+    return None

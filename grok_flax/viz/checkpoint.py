@@ -10,7 +10,9 @@ numbers), without pyplot.
 - ``sampling_cutoffs(logits, ...)``: one next-token distribution, largest first, and what the
   temperature, top-k and the reference's nucleus (top-p) filter keep of it;
 - ``prefill_decode(prompt_len, new_tokens)``: ``Generator``'s calls in time order and the KV
-  memory slots each one writes.
+  memory slots each one writes;
+- ``slice_memory(rows)``: what one chip of each accelerator slice holds — weights, KV memory,
+  the largest program's temporaries — against the chip's memory (``plan``'s figures).
 
 The file order, sizes and the loader's staging rule are re-derived here from the config (this
 layer may not import ``grok_flax.checkpoint``); ``tests/test_viz_checkpoint.py`` checks them
@@ -27,7 +29,13 @@ from matplotlib.patches import Rectangle
 
 from grok_flax.viz.figures import config_or_grok1
 
-__all__ = ["prefill_decode", "release_layout", "sampling_cutoffs", "streaming_load"]
+__all__ = [
+    "prefill_decode",
+    "release_layout",
+    "sampling_cutoffs",
+    "slice_memory",
+    "streaming_load",
+]
 
 _INT8, _SCALES, _FLOAT = "#f6b26b", "#f9d9b0", "#b6d7a8"
 _BF16_BYTES = 2
@@ -458,4 +466,56 @@ def sampling_cutoffs(
         wrap=True,
     )
     ax.grid(alpha=0.3, axis="y")
+    return fig
+
+
+def slice_memory(rows, *, title: str | None = None) -> Figure:
+    """One bar per accelerator slice: what **one chip** holds — the weights, the KV memory and
+    the largest compiled program's temporaries, stacked — beside the chip's memory (a dashed
+    line) and the room left. ``rows``: dicts with ``label``, ``weights``, ``kv``, ``temp`` and
+    ``memory``, all bytes per chip (``plan(...)``'s ``weight_bytes``, ``kv``, the programs'
+    largest ``temp`` and ``device_memory``)."""
+    rows = list(rows)
+    if not rows:
+        raise ValueError("slice_memory needs at least one row")
+    keys = ("label", "weights", "kv", "temp", "memory")
+    for r in rows:
+        missing = [k for k in keys if k not in r]
+        if missing:
+            raise ValueError(f"each row needs {keys}; {r!r} lacks {missing}")
+        for k in keys[1:]:
+            if not r[k] >= 0:
+                raise ValueError(f"row {r['label']!r}: {k} must be bytes >= 0, got {r[k]!r}")
+    parts = (
+        ("weights", _INT8, "weights"),
+        ("kv", "#9fc5e8", "KV memory"),
+        ("temp", "#b7b7b7", "programs' temporaries"),
+    )
+    fig = Figure(figsize=(10, 0.75 * len(rows) + 1.6), layout="constrained")
+    ax = fig.add_subplot()
+    top = max(max(r["memory"], r["weights"] + r["kv"] + r["temp"]) for r in rows) / 1e9
+    for y, r in enumerate(rows):
+        left = 0.0
+        for key, color, name in parts:
+            width = r[key] / 1e9
+            ax.barh(y, width, left=left, color=color, ec="white", label=name if y == 0 else None)
+            left += width
+        need, have = left, r["memory"] / 1e9
+        ax.plot([have, have], [y - 0.42, y + 0.42], "k--", lw=1.3)
+        room = have - need
+        verdict = f"fits: {room:.1f} GB left" if room >= 0 else f"short by {-room:.1f} GB"
+        ax.text(
+            max(need, have) + 0.01 * top,
+            y,
+            f"{need:.1f} of {have:.1f} GB = {r['memory'] / 2**30:.0f} GiB ({verdict})",
+            va="center",
+            fontsize=9,
+            color="black" if room >= 0 else "tab:red",
+        )
+    ax.set_yticks(range(len(rows)), [r["label"] for r in rows], fontsize=9)
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    ax.set_xlim(0, top * 1.45)
+    ax.set_xlabel("GB per chip (dashed: the chip's memory)")
+    ax.legend(loc="lower right", fontsize=8.5, frameon=False)
+    ax.set_title(title or "what one chip of each slice holds", fontsize=10, loc="left")
     return fig
