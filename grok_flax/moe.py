@@ -30,6 +30,14 @@ Dispatch algorithms, all the same function:
   values, scales ``[E, G, out]`` tiled over the contracted axis: our layout as it is), so
   the kernel reads int8 and no dequantized copy is made. Optional (the ``kernels`` extra),
   imported on first use; elsewhere tokamax falls back to XLA.
+- ``"gmm"``: the same sort, then one Pallas TPU grouped matmul per weight (tokamax's Mosaic
+  TPU ``ragged_dot``, the megablox kernel) that reads the int8 weight and applies the
+  ``[E, G, out]`` scales inside the kernel, per block of the contracted axis; the kernel
+  visits only the row tiles the routing fills, so it serves decoding too (16-row tiles).
+  On a mesh it runs per device (``jax.shard_map``): XLA refuses to partition a Mosaic
+  kernel. TPU only; ``GrokConfig(pallas_interpret=True)`` runs the same kernel body as JAX
+  operations anywhere (how it is tested on CPU). What "auto" picks on TPU
+  (``GrokConfig.for_platform``), except for a model narrower than the kernel's 128.
 - ``"sparse"`` (default): ``gather`` when there are at most as many (token, expert) pairs as
   experts (decoding: it reads no more weights than the experts hold, needs no sort, and on a
   mesh ends in one all-reduce, where ``tiled`` would reduce once per tile), else ``tiled``.
@@ -37,10 +45,16 @@ Dispatch algorithms, all the same function:
 
 from __future__ import annotations
 
+import contextlib
+import math
+import warnings
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.sharding import PartitionSpec as P
 
+from grok_flax.axes import mesh_of, spec_for
 from grok_flax.config import GrokConfig
 from grok_flax.quant import QArray, as_float, linear_param, matmul
 
@@ -111,35 +125,64 @@ class MoE(nnx.Module):
     ) -> jax.Array:
         """x [B, T, D]; gates/experts [B, T, k] from the router -> [B, T, D].
 
-        ``impl`` / ``tile`` override the config's ``moe_impl`` / ``moe_tile`` for this call."""
-        impl = impl or self.cfg.moe_impl
+        ``impl`` / ``tile`` override the config's ``moe_impl`` / ``moe_tile`` for this call
+        (``tile``: the rows per tile of ``tiled`` and of ``gmm``'s grouped matmul).
+        "auto" is resolved for JAX's default backend (``GrokConfig.for_platform``)."""
+        cfg = self.cfg.for_platform()
+        explicit = impl is not None
+        impl = impl or cfg.moe_impl
         B, T, D = x.shape
         k = experts.shape[-1]
+        E = cfg.num_experts
+        pairs = B * T * k
         xf, ef = x.reshape(B * T, D), experts.reshape(B * T, k)
+        mesh = _mesh_for(self.linear.get_value()) if impl == "gmm" else None
+        problem = gmm_unsupported(D, cfg.ffn_size, mesh) if impl == "gmm" else None
+        if problem and self.cfg.moe_impl == "auto" and not explicit:
+            impl = "sparse"  # "auto" on TPU for a model narrower than the kernel's 128
         if impl == "sparse":
-            impl = "gather" if B * T * k <= self.cfg.num_experts else "tiled"
+            impl = "gather" if pairs <= E else "tiled"
+        tile = tile or cfg.moe_tile
+        if tile == "auto":
+            tile = gmm_tile(pairs, E) if impl == "gmm" else auto_tile(pairs, E)
         with jax.named_scope(f"experts_{impl}"):
+            if impl == "gmm":
+                if problem:
+                    raise ValueError(f"moe_impl='gmm': {problem}")
+                gf = gates.reshape(B * T, k)
+                weights, interpret = self.weights(), cfg.pallas_interpret
+                combined = gmm_on_mesh(mesh, xf, gf, ef, *weights, E, tile, interpret)
+                return combined.reshape(B, T, D).astype(x.dtype)
             if impl == "dense":
-                out = dense_dispatch(xf, ef, *self.weights(), self.cfg.num_experts)
+                out = dense_dispatch(xf, ef, *self.weights(), E)
             elif impl == "gather":
                 out = gather_dispatch(xf, ef, *self.weights())
             elif impl == "ragged":
-                out = ragged_dispatch(xf, ef, *self.weights(), self.cfg.num_experts)
+                out = ragged_dispatch(xf, ef, *self.weights(), E)
             elif impl == "tokamax":
-                out = tokamax_dispatch(xf, ef, *self.weights(), self.cfg.num_experts)
+                out = tokamax_dispatch(xf, ef, *self.weights(), E)
             elif impl == "tiled":
-                tile = tile or self.cfg.moe_tile
-                if tile == "auto":
-                    tile = auto_tile(B * T * k, self.cfg.num_experts)
-                out = tiled_dispatch(xf, ef, *self.weights(), self.cfg.num_experts, tile)
+                out = tiled_dispatch(xf, ef, *self.weights(), E, tile)
             else:
                 raise ValueError(f"unknown MoE dispatch {impl!r}")
-        out = out.reshape(B, T, k, D)  # one output per (token, chosen expert), f32
-        # as the release: the gate is rounded to the activation dtype, then the weighting
-        # and the sum over the k experts are f32; one cast at the end
-        gates = gates.astype(x.dtype).astype(out.dtype)
-        combined = jnp.sum(gates[..., None] * out, axis=2)
-        return combined.astype(x.dtype)
+        return combine(out, gates.reshape(B * T, k), x.dtype).reshape(B, T, D)
+
+
+def combine(out, gates, dtype):
+    """Each token's gate-weighted sum over its k experts: out [N·k, D] f32 (one row per
+    routed pair, in pair order), gates [N, k] -> [N, D] in ``dtype``.
+
+    As the release: the gate is rounded to the activation dtype, then the weighting and the
+    sum over the k experts are f32; one cast at the end."""
+    return combine_f32(out, gates, dtype).astype(dtype)
+
+
+def combine_f32(out, gates, dtype):
+    """``combine`` before its final cast: [N, D] f32."""
+    N, k = gates.shape
+    out = out.reshape(N, k, -1)  # one output per (token, chosen expert), f32
+    gates = gates.astype(dtype).astype(out.dtype)
+    return jnp.sum(gates[..., None] * out, axis=1)
 
 
 def auto_tile(pairs: int, num_experts: int, platform: str | None = None) -> int:
@@ -332,13 +375,293 @@ def tokamax_dispatch(x, experts, w, wv, w1, num_experts: int, implementation=Non
     return unsort(expert_ffn(rows, w, wv, w1, mm=grouped), order)  # [A, D] f32
 
 
+# --- gmm: tokamax's Pallas TPU grouped matmul, run per device ---------------------------------
+
+KERNEL_MIN = 128  # the Mosaic TPU grouped matmul's smallest rows / contraction / output size
+
+
+def _mesh_for(weight):
+    """The mesh the MoE runs on: the current one (``axes.run_on_mesh``, ``jax.set_mesh``), else
+    the one its (concrete) weight lives on; None on one device or inside a per-device program
+    (``shard_map``: every axis already manual)."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or mesh.size == 1:
+        leaf = weight.weight if isinstance(weight, QArray) else weight
+        mesh = mesh_of(leaf)
+    if mesh is None or mesh.size == 1 or set(mesh.axis_names) <= set(mesh.manual_axes):
+        return None
+    return mesh
+
+
+def _split(logical: str, size: int, mesh):
+    """The mesh axes (None, a name or a tuple) that split a dimension named ``logical`` of
+    ``size`` (``axes.RULES``), and how many pieces they make."""
+    if mesh is None:
+        return None, 1
+    with warnings.catch_warnings():  # the parameters' placement has warned about it already
+        warnings.simplefilter("ignore")
+        axis = spec_for((logical,), (size,), mesh)[0]
+    names = () if axis is None else (axis,) if isinstance(axis, str) else tuple(axis)
+    return axis, math.prod(mesh.shape[a] for a in names)
+
+
+def gmm_unsupported(emb: int, ffn: int, mesh=None) -> str | None:
+    """Why ``gmm`` cannot run an MoE of model width ``emb`` and expert width ``ffn`` on
+    ``mesh`` (None: it can). tokamax's Mosaic TPU kernel needs every non-expert dimension
+    ≥ 128: the model width and the expert width one device holds (``ffn`` / the model-axis
+    size where the mesh splits it); a device's rows of ``linear_1`` must also hold whole
+    scale blocks or lie inside one (``_local_scales``), which any G and mesh of powers of two
+    satisfy."""
+    axis, pieces = _split("ffn", ffn, mesh)
+    local = ffn // pieces
+    if min(emb, local) < KERNEL_MIN:
+        split = f" ({ffn} split over {axis}={pieces})" if pieces > 1 else ""
+        return (
+            f"the Pallas TPU grouped matmul needs the model width and the expert width per "
+            f"device to be at least {KERNEL_MIN}, got emb_size={emb} and {local}{split}; "
+            f"use moe_impl='sparse'"
+        )
+    return None
+
+
+def gmm_tile(pairs: int, num_experts: int) -> int:
+    """Rows per tile of ``gmm``'s grouped matmul when ``moe_tile="auto"``: the mean rows per
+    expert rounded up to a power of two, within 16…512.
+
+    Each visited tile multiplies [tile × in] rows by its expert's whole weight, so a tile
+    re-reads the weight once per tile of the expert's rows (bigger tiles: fewer reads), while
+    an expert's last, partly filled tile computes padding. A 512-token Grok-1 chunk (1024
+    pairs over 8 experts) gets 128-row tiles: each expert's weights read about once. A
+    decoding step (a token's 2 pairs) gets 16-row tiles, the least the kernel's bf16 blocks
+    take (16 sublanes): the 128-row tile would do 8× the MXU work on rows of padding. 512
+    keeps the double-buffered blocks in VMEM (``_kernel_tiles``)."""
+    mean = max(1, pairs // num_experts)
+    return min(512, max(16, 1 << (mean - 1).bit_length()))
+
+
+def _kernel_tiles(rows_tile: int, n_in: int, n_out: int) -> tuple[int, int, int]:
+    """(tile_m, tile_k, tile_n) of one grouped matmul [M, n_in] @ [E, n_in, n_out].
+
+    Big contraction/output tiles mean fewer grid steps (each has a fixed cost) but the
+    double-buffered blocks — rows [tile_m, tile_k] in up to f32, int8 weights [tile_k,
+    tile_n], the f32 accumulator and output [tile_m, tile_n] — must fit the kernel's scoped
+    VMEM (16 MiB by default on v5; Mosaic refuses to compile a kernel that does not fit):
+    tile_k = tile_n = 1024 for row tiles up to 256, 512 for 512-row tiles (≈ 7 MiB at
+    most). Each is the largest power of two ≥ 128 dividing the dimension, else the whole
+    dimension (a full-axis block needs no alignment)."""
+
+    def fit(dim: int, most: int) -> int:
+        t = most
+        while t >= KERNEL_MIN:
+            if dim % t == 0:
+                return t
+            t //= 2
+        return dim
+
+    most = max(KERNEL_MIN, min(1024, (1 << 18) // max(rows_tile, 256)))
+    return rows_tile, fit(n_in, most), fit(n_out, most)
+
+
+_V5 = dict(device_kind="TPU v5", num_cores=1, platform="tpu")
+
+
+def _described_as_tpu(mesh):
+    """``mesh``'s abstract mesh with a TPU as its device kind, unless it has one (for
+    ``_tpu_described`` inside ``shard_map``, whose arrays carry its mesh)."""
+    mesh = getattr(mesh, "abstract_mesh", mesh)
+    device = mesh.abstract_device
+    if device is not None and device.platform == "tpu":
+        return mesh
+    return mesh.update(abstract_device=jax.sharding.AbstractDevice(**_V5))
+
+
+@contextlib.contextmanager
+def _tpu_described(interpret: bool):
+    """Pallas interpret mode off a TPU: tokamax asks JAX for the TPU's description
+    (``pltpu.get_tpu_info``: the lane and sublane sizes its int8-scale blocks are cut to),
+    which JAX answers from the current mesh's device kind. On a TPU, or compiling for one (a
+    TPU mesh current), it is there; interpreting on another backend, name a v5 TPU for the
+    call — the interpreted kernel's result does not depend on it. Compiling the kernel
+    for anything but a TPU is refused here, with the way out."""
+    mesh = jax.sharding.get_abstract_mesh()
+    device = getattr(mesh, "abstract_device", None)
+    platform = device.platform if device is not None else jax.default_backend()
+    if platform == "tpu":
+        yield
+        return
+    if not interpret:
+        raise ValueError(
+            f"moe_impl='gmm' is a Pallas TPU kernel and this program is for {platform}: run "
+            f"it on a TPU (or compile it for a TPU mesh), set GrokConfig(pallas_interpret="
+            f"True) to interpret it anywhere (slow), or use moe_impl='sparse'"
+        )
+    with jax.sharding.use_abstract_mesh(_described_as_tpu(mesh)):
+        yield
+
+
+def _varying(*arrays) -> dict:
+    """Inside ``shard_map`` a Pallas call must say over which mesh axes its output varies:
+    over those its inputs vary over. {} outside (``manual_axis_type`` left unset)."""
+    if not jax.sharding.get_abstract_mesh().manual_axes:
+        return {}
+    axes = frozenset().union(
+        *(jax.typeof(leaf).manual_axis_type.varying for leaf in jax.tree.leaves(arrays))
+    )
+    return dict(manual_axis_type=jax.sharding.ManualAxisType(varying=axes))
+
+
+def gmm_dispatch(x, experts, w, wv, w1, num_experts: int, interpret=False, tile=None):
+    """Pairs sorted by expert, then ``expert_ffn`` with one Pallas TPU grouped matmul per
+    weight: tokamax's Mosaic TPU ``ragged_dot`` (the megablox ``gmm`` kernel) on one device's
+    weights, reading int8 and scaling inside the kernel. -> [N·k, D] f32.
+
+    The kernel (``tokamax.ops.tpu.RaggedDot``, its public TPU class: the one that takes
+    ``interpret`` and fixed tiles) walks tiles of ``tile`` sorted rows (``gmm_tile``; a
+    multiple of 16); each tile is multiplied by its expert's int8 weight block by block
+    [tile_k, tile_n] (``_kernel_tiles``), the f32 accumulator scaled by the block's scales:
+    with G scale blocks along the contraction (``linear_1``'s 8), each contraction tile
+    spans whole blocks or lies inside one, so the kernel applies every block's scale to the
+    partial product of its own rows — exactly ``x @ dequantize(w)`` up to rounding (the
+    scales multiply the f32 accumulator, where the release rounds ``int8 · scale`` to bf16
+    first), and no dequantized copy. Only tiles holding some expert's rows are visited (the
+    grid's length is computed from the routing at run time), a tile an expert boundary
+    crosses is computed once per expert in it, and experts with no rows cost nothing. The
+    rows are padded to whole tiles and to at least 128 (the kernel's minimum); padding rows
+    belong to no expert, are never computed or written, and are dropped.
+
+    Decoding uses it too. For one Grok-1 token on v5p-8 (data=1, model=8; compiled by
+    XLA:TPU, never run) it reads the two chosen experts' int8 once — 151 MB per device,
+    two 16-row tiles — where ``gather_dispatch`` copies each chosen expert's slice into a
+    new layout before its matrix-vector products (XLA counts 454 MB accessed, 76 MB of
+    temporaries against the kernel path's 5 MB). XLA's cost analysis cannot show the
+    kernel's side: it takes the kernel's own static estimate, which assumes the longest grid
+    (every possible tile visit: 15 experts' worth of weight reads, 1.19 GB).
+
+    ``interpret``: run the kernel body as JAX operations (any backend; slow). Every
+    non-expert dimension must be ≥ 128 (``gmm_unsupported``)."""
+    import tokamax
+    from tokamax.ops import tpu as tokamax_tpu  # optional: pip install 'grok_flax[kernels]'
+
+    N, D = x.shape
+    k = experts.shape[-1]
+    A = N * k
+    dtype = x.dtype
+    tile = gmm_tile(A, num_experts) if tile is None else tile
+    if isinstance(tile, bool) or not isinstance(tile, int) or tile < 16 or tile % 16:
+        raise ValueError(f"gmm's row tile must be a positive multiple of 16, got {tile!r}")
+    M = max(KERNEL_MIN, -(-A // tile) * tile)  # rows padded to whole tiles, ≥ 128
+    order, _, counts = sort_pairs(experts, num_experts)
+    group_sizes = counts.astype(jnp.int32)  # [E]
+    rows = jnp.zeros((M, D), dtype).at[:A].set(x[order // k])  # [M, D] sorted, then padding
+
+    def grouped(a, weight):  # a [M, in] @ its expert's weight [E, in, out], in a's dtype
+        tm, tk, tn = _kernel_tiles(tile, *weight.shape[-2:])
+        kernel = tokamax_tpu.RaggedDot(
+            interpret=interpret,
+            config=tokamax_tpu.RaggedDotConfig(tile_m=tm, tile_k=tk, tile_n=tn),
+        )
+        with _tpu_described(interpret):
+            return tokamax.ragged_dot(
+                a,
+                _for_kernel(weight, dtype),
+                group_sizes,
+                preferred_element_type=a.dtype,
+                implementation=(kernel,),
+                **_varying(a, weight),
+            )
+
+    out = expert_ffn(rows, w, wv, w1, mm=grouped)  # [M, D] f32
+    return unsort(out[:A], order)  # [A, D]
+
+
+def _local_scales(w1, ffn: int, axis, pieces: int):
+    """Inside ``shard_map``: this device's rows of ``linear_1`` [E, F/pieces, D] with the scale
+    blocks that cover them. The scales [E, G, D] are never split (``scale.sharding``), so
+    every device holds all G: a device holding whole blocks takes its G/pieces, a device
+    inside one block takes that one."""
+    if not isinstance(w1, QArray) or pieces == 1:
+        return w1
+    G, local = w1.blocks, ffn // pieces
+    block = ffn // G
+    device = jax.lax.axis_index(axis)
+    if local % block == 0:
+        first, count = device * (local // block), local // block
+    elif block % local == 0:
+        first, count = device * local // block, 1
+    else:
+        raise ValueError(
+            f"moe_impl='gmm': linear_1's {G} scale blocks of {block} rows straddle the "
+            f"devices' {local}-row shards (expert width {ffn} over {pieces} devices)"
+        )
+    scales = jax.lax.dynamic_slice_in_dim(w1.scales, first, count, axis=-2)
+    return QArray(weight=w1.weight, scales=scales)
+
+
+def gmm_on_mesh(mesh, x, gates, experts, w, wv, w1, num_experts: int, tile=None, interpret=False):
+    """``gmm_dispatch`` and the gate-weighted sum over each token's k experts, per device:
+    x [N, D], gates/experts [N, k] -> [N, D] f32 (``combine`` before its cast).
+
+    XLA's SPMD partitioner does not split a Mosaic kernel (jax refuses to lower one that is
+    not inside ``shard_map``). So the kernel runs inside ``jax.shard_map``
+    with the weights as the model shards them (``axes.RULES``): ``linear``/``linear_v``
+    split by columns over the expert width F, ``linear_1`` by rows, as tensor parallelism
+    does; every device then computes its F-slice of every routed pair's hidden activation
+    and a partial ``linear_1`` output, the k experts' outputs are combined locally, and one
+    ``psum`` over the F axis ends the layer (half the bytes of reducing the N·k per-pair rows
+    first). Token rows are split over the batch axis ("data") where it divides them; the
+    weights' model-width axis D, which the rules also put on "data", is gathered whole for
+    the call (with data = 1, the Grok-1 TPU plans, nothing is). ``mesh`` None: one device."""
+    dtype = x.dtype
+    if mesh is None:
+        out = gmm_dispatch(x, experts, w, wv, w1, num_experts, interpret, tile)
+        return combine_f32(out, gates, dtype)
+    F = w.shape[-1]
+    f_axis, pieces = _split("ffn", F, mesh)
+    r_axis, _ = _split("batch", x.shape[0], mesh)
+    rows = P(r_axis, None)
+
+    def spec(weight, weight_spec):  # a QArray's scales [E, G, out]: their out axis as the weight's
+        if isinstance(weight, QArray):
+            return QArray(weight=weight_spec, scales=P(None, None, weight_spec[2]))
+        return weight_spec
+
+    columns, row_split = P(None, None, f_axis), P(None, f_axis, None)
+
+    def per_device(x, gates, experts, w, wv, w1):
+        w1 = _local_scales(w1, F, f_axis, pieces)
+        out = gmm_dispatch(x, experts, w, wv, w1, num_experts, interpret, tile)  # [N·k, D]
+        partial = combine_f32(out, gates, dtype)  # [N, D] this device's share of the F sum
+        return partial if f_axis is None else jax.lax.psum(partial, f_axis)
+
+    described = contextlib.nullcontext()
+    if interpret:  # the whole per-device program sees a TPU (see _tpu_described)
+        mesh = _described_as_tpu(mesh)
+        described = jax.sharding.use_abstract_mesh(mesh)
+    program = jax.shard_map(
+        per_device,
+        mesh=mesh,
+        in_specs=(rows, rows, rows, spec(w, columns), spec(wv, columns), spec(w1, row_split)),
+        out_specs=rows,
+        # Pallas's interpreter (jax 0.12.1) slices its blocks without the varying-axes
+        # types shard_map checks; the compiled kernel states them (_varying)
+        check_vma=not interpret,
+    )
+    with described:  # jit: an eager call too is traced under the described mesh
+        return jax.jit(program)(x, gates, experts, w, wv, w1)
+
+
 __all__ = [
     "MoE",
     "auto_tile",
+    "combine",
     "dense_dispatch",
     "expert_ffn",
     "gather_dispatch",
     "gelu_tanh",
+    "gmm_dispatch",
+    "gmm_on_mesh",
+    "gmm_tile",
+    "gmm_unsupported",
     "ragged_dispatch",
     "tiled_dispatch",
     "tokamax_dispatch",
