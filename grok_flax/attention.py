@@ -1,4 +1,4 @@
-"""Grouped-query attention with Grok-1's soft-capped logits, naive and chunked.
+"""Grouped-query attention with Grok-1's soft-capped logits: naive, chunked and kernels.
 
 Grok-1 has 48 query heads sharing 8 key/value heads: R = 6 query heads read each KV head.
 Queries are kept as ``[B, T, K, R, H]`` (K kv-heads × R query heads each) so K/V are never
@@ -7,7 +7,7 @@ Logits are made fp32, multiplied by ``attn_output_multiplier``, squashed by
 ``30·tanh(x/30)`` (no logit can exceed ±30), masked with -1e30 and soft-maxed in fp32.
 (``cap=None`` leaves the logits uncapped: an ablation, ``GrokConfig.attn_logit_cap``.)
 
-Three algorithms compute the same function:
+Four algorithms compute the same function:
 
 - ``attend_naive``: the reference's — all T×S logits at once (12 GiB fp32 per layer at 8192).
 - ``attend_chunked``: blocks of queries × blocks of keys with an online softmax (running max
@@ -16,6 +16,12 @@ Three algorithms compute the same function:
 - ``attend_tokamax``: ``tokamax.dot_product_attention`` with ``logits_soft_cap`` — the
   maintained flash-attention kernels (Pallas / cuDNN on GPU, Pallas on TPU), XLA elsewhere.
   Optional (the ``kernels`` extra), imported on first use.
+- ``attend_splash``: JAX's own Pallas TPU splash attention with the soft cap in the kernel
+  and a runtime mask (empty blocks skipped), per shard under ``shard_map`` on a mesh; TPU
+  only, or anywhere in Pallas's interpret mode (``GrokConfig.pallas_interpret``).
+
+``Attention`` picks by ``GrokConfig.attention_impl`` ("auto": splash on TPU, chunked
+elsewhere); one query per row (decode) and captured weights always take the naive pass.
 
 Masks are built from positions: key s is visible to query t iff ``k_pos[s] <= q_pos[t]`` and
 ``k_valid[s]`` (a real token: not padding, and already written to the KV memory).
@@ -23,11 +29,13 @@ Masks are built from positions: key s is visible to query t iff ``k_pos[s] <= q_
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from grok_flax import kv_memory
+from grok_flax import axes, kv_memory
 from grok_flax.config import GrokConfig
 from grok_flax.quant import linear_param, matmul
 from grok_flax.rope import RotaryEmbedding
@@ -171,6 +179,163 @@ def attend_tokamax(
     return out.reshape(B, T, K, R, H).astype(v.dtype)
 
 
+SPLASH_LANES = 128  # the splash kernel's sequence blocks are multiples of this (TPU lanes)
+
+
+def _splash_block(n: int) -> int:
+    """The kernel's block along a padded length ``n`` (a multiple of 128): the largest of 512,
+    256, 128 that divides it. 512 is the block MaxText's splash configurations use; smaller
+    blocks skip more of the masked area, larger ones take fewer grid steps (untuned: there is
+    no TPU here to time it)."""
+    return next(b for b in (512, 256, 128) if n % b == 0)
+
+
+def _splash_local(q, k, v, q_pos, k_pos, k_valid, *, multiplier, cap, interpret):
+    """The splash kernel on the arrays this device holds (``attend_splash``'s shapes)."""
+    # optional-path import: the core imports only the core until this runs
+    from jax.experimental.pallas.ops.tpu import splash_attention as splash
+
+    B, T, K, R, H = q.shape
+    S = k.shape[1]
+    mask = visibility(q_pos, k_pos, k_valid)  # [B, T, S]
+    Tp, Sp = -(-T // SPLASH_LANES) * SPLASH_LANES, -(-S // SPLASH_LANES) * SPLASH_LANES
+    bq, bkv = _splash_block(Tp), _splash_block(Sp)
+    blocks = splash.BlockSizes(
+        block_q=bq,
+        block_kv=bkv,
+        block_kv_compute=bkv,
+        # the backward kernels' blocks, so jax.grad works; a forward pass never builds them
+        # (their mask tables are dead code XLA removes)
+        block_q_dkv=bq,
+        block_kv_dkv=bkv,
+        block_kv_dkv_compute=bkv,
+        block_q_dq=bq,
+        block_kv_dq=bkv,
+    )
+    # the kernel computes cap·tanh(q·k / cap) in fp32 from q·k as given: the multiplier goes
+    # into q (rounded once to the activation dtype), so the logits before the cap are
+    # _scaled_logits' (up to where bf16 rounds: there q·k is rounded, here q·multiplier)
+    qs = (q.astype(jnp.float32) * multiplier).astype(q.dtype)
+    # head-major, as the kernel reads them; query head k·R + r reads KV head (k·R + r) // R = k
+    qh = _pad_axis1(qs, Tp, 0).reshape(B, Tp, K * R, H).transpose(0, 2, 1, 3)  # [B, K·R, Tp, H]
+    kh = _pad_axis1(k, Sp, 0).transpose(0, 2, 1, 3)  # [B, K, Sp, H]
+    vh = _pad_axis1(v, Sp, 0).transpose(0, 2, 1, 3)  # [B, K, Sp, H]
+    # padded queries and keys see / are seen by nothing
+    maskp = jnp.pad(mask, ((0, 0), (0, Tp - T), (0, Sp - S)), constant_values=False)
+
+    def one_row(qb, kb, vb, mb):  # one batch row: [K·R, Tp, H], [K, Sp, H] ×2, [Tp, Sp]
+        # a runtime mask: its block table (which [bq, bkv] blocks are empty, full or mixed)
+        # is computed on the device, and empty blocks are skipped
+        kernel = splash.make_splash_mha_single_device(
+            mb[None], block_sizes=blocks, attn_logits_soft_cap=cap, interpret=interpret
+        )
+        # two repairs to the tables make_splash_mha returns for a runtime mask (jax 0.12.1):
+        # it turns every field into a jax array, the flag `is_dynamic_mask` too, which under
+        # jit is a tracer the kernel then branches on — it is a Python constant; and it keeps
+        # the mask's blocks bool, which the TPU kernel receives as int32 (4·T·S bytes per row)
+        # — int8, as the library stores a static mask's blocks, takes a quarter of that
+        for name in ("fwd_mask_info", "dq_mask_info", "dkv_mask_info"):
+            info = getattr(kernel, name)
+            setattr(
+                kernel,
+                name,
+                info._replace(
+                    is_dynamic_mask=True,
+                    partial_mask_blocks=info.partial_mask_blocks.astype(jnp.int8),
+                ),
+            )
+        return kernel(qb, kb, vb)
+
+    out = jax.vmap(one_row)(qh, kh, vh, maskp)  # [B, K·R, Tp, H]
+    out = out[:, :, :T].transpose(0, 2, 1, 3).reshape(B, T, K, R, H)
+    # a query that sees no key at all: the kernel leaves it an average over whichever blocks
+    # it ran (or 0/0 = NaN when it ran none); attend_naive soft-maxes S equal MASK_VALUEs
+    # into the plain mean of v over all S slots — give exactly that
+    blind = ~mask.any(axis=-1)  # [B, T]
+    mean_v = v.astype(jnp.float32).mean(axis=1)  # [B, K, H]
+    out = jnp.where(blind[:, :, None, None, None], mean_v[:, None, :, None, :], out)
+    return out.astype(v.dtype)
+
+
+def attend_splash(
+    q,
+    k,
+    v,
+    q_pos,
+    k_pos,
+    k_valid,
+    *,
+    multiplier: float,
+    cap: float | None = 30.0,
+    interpret: bool = False,
+):
+    """``attend_naive``'s function through JAX's Pallas TPU splash attention kernel
+    (``jax.experimental.pallas.ops.tpu.splash_attention``): a flash-attention kernel with
+    the soft cap ``cap·tanh(x/cap)`` inside it, GQA (query head ``k·R + r`` reads KV head
+    ``k``; K/V are not repeated in memory, though the kernel fetches a KV block once per
+    query head it serves) and a *runtime* mask — ``visibility(q_pos, k_pos, k_valid)`` per
+    batch row, so a prefill chunk at per-row offsets into the KV memory and padding are
+    masked exactly, and [bq × bkv] blocks no query sees (above the causal diagonal, past
+    the filled memory) are skipped. ``interpret=True`` runs the kernel's body as JAX
+    operations on any backend (how the tests check it on CPU; slow).
+
+    q [B, T, K, R, H]; k, v [B, S, K, H]; q_pos [B, T]; k_pos, k_valid [B, S] ->
+    [B, T, K, R, H] in v's dtype. T and S are padded to multiples of 128 (the kernel's
+    blocks) with keys and queries that see nothing, and the padding sliced off. The runtime
+    mask is materialised, T·S int8 per row (Grok-1's 512-token chunk into 8192 slots:
+    4 MiB), as the library's dynamic-mask path requires.
+
+    Numerics against ``attend_naive``: the kernel multiplies q·k in the activation dtype
+    with an fp32 result, caps, soft-maxes and weights v all in fp32; the multiplier is
+    applied to q (fp32, rounded once to q's dtype). In fp32 the two differ by rounding
+    alone (q·multiplier against (q·k)·multiplier, the order of summation: ~1e-5 with
+    logits near the cap and sharp weights, each as far from the exact result). In bf16 the
+    reference rounds q·k and the weights to bf16; the kernel rounds q·multiplier instead
+    and keeps the weights fp32: both are within bf16 rounding of the exact result. A query
+    that sees no key gets ``attend_naive``'s answer, the mean of v over all S slots.
+
+    **Sharding.** A Pallas TPU kernel is opaque to XLA's SPMD partitioner, and JAX does
+    not lower one on operands split over devices. With a mesh current that has the
+    ``data`` and ``model`` axes (``Grok`` under ``axes.run_on_mesh``), the kernel runs per
+    shard under ``jax.shard_map``: rows split as ``batch``, KV heads (and their query
+    heads) as ``kv_heads`` say in ``axes.RULES``, nothing communicated — attention of one
+    KV head needs only that head. Without such a mesh (or inside a ``shard_map`` already)
+    it is a plain call: on a TPU with sharded operands and no current mesh, JAX refuses to
+    lower it ("Mosaic kernels cannot be automatically partitioned") — make the mesh
+    current (``jax.set_mesh``; ``Grok`` does it for a model placed with ``scale.sharding``).
+    """
+    B, T, K, R, H = q.shape
+    S = k.shape[1]
+    if k.shape != (B, S, K, H) or v.shape != k.shape:
+        raise ValueError(
+            f"attend_splash: k {k.shape} and v {v.shape} must be [B, S, K, H] = "
+            f"[{B}, S, {K}, {H}] for q {q.shape}"
+        )
+    local = partial(_splash_local, multiplier=multiplier, cap=cap, interpret=interpret)
+    mesh = jax.sharding.get_abstract_mesh()
+    if (
+        mesh.empty
+        or mesh.size == 1
+        or not set(axes.MESH_AXES) <= set(mesh.axis_names)
+        or set(axes.MESH_AXES) <= set(mesh.manual_axes)  # already per device (a shard_map)
+    ):
+        return local(q, k, v, q_pos, k_pos, k_valid)
+
+    def spec(logical, x, what):
+        return axes.spec_for(logical, x.shape, mesh, what=f"attend_splash {what}")
+
+    q_spec = spec(("batch", None, "kv_heads", None, None), q, "q")
+    kv_spec = spec(("batch", None, "kv_heads", None), k, "k/v")
+    pos_spec = spec(("batch", None), q_pos, "positions")
+    return jax.shard_map(
+        local,
+        mesh=mesh,
+        in_specs=(q_spec, kv_spec, kv_spec, pos_spec, pos_spec, pos_spec),
+        out_specs=q_spec,
+        check_vma=False,  # the Pallas call states no varying-axes types
+    )(q, k, v, q_pos, k_pos, k_valid)
+
+
 class Attention(nnx.Module):
     """The ``multi_head_attention`` block: q/k/v projections, RoPE, KV memory, output proj."""
 
@@ -243,14 +408,17 @@ class Attention(nnx.Module):
         return_weights = "attention" in capture
         args = (q, k.astype(x.dtype), v.astype(x.dtype), positions, k_pos, k_valid)
         kw = dict(multiplier=cfg.attn_output_multiplier, cap=cfg.attn_logit_cap)
+        impl = cfg.for_platform().attention_impl  # "auto" -> this backend's choice
         with jax.named_scope("attention"):
             # one token per row (decode): a single pass over the memory, no chunk loop
-            if return_weights or cfg.attention_impl == "naive" or T == 1:
+            if return_weights or impl == "naive" or T == 1:
                 out = attend_naive(*args, return_weights=return_weights, **kw)
                 if return_weights:
                     out, captures["attention"] = out
-            elif cfg.attention_impl == "tokamax":
+            elif impl == "tokamax":
                 out = attend_tokamax(*args, **kw)
+            elif impl == "splash":
+                out = attend_splash(*args, interpret=cfg.pallas_interpret, **kw)
             else:
                 out = attend_chunked(*args, chunk=cfg.attention_chunk, **kw)
             if "attention_logit_max" in capture:
