@@ -48,6 +48,16 @@ def resolve_dtype(name: str, platform: str | None = None):
     return jnp.dtype(jnp.float32 if platform == "cpu" else jnp.bfloat16)
 
 
+def current_platform() -> str:
+    """The platform a program traced now is for: the current mesh's devices' ("tpu" while
+    compiling for a deviceless TPU slice under ``jax.set_mesh``, though JAX's own backend is
+    the CPU), else JAX's default backend."""
+    import jax
+
+    device = jax.sharding.get_abstract_mesh().abstract_device
+    return device.platform if device is not None else jax.default_backend()
+
+
 @dataclass(frozen=True)
 class GrokConfig:
     """Every number that defines a Grok-1-architecture model (frozen; a comment on each field in
@@ -224,11 +234,9 @@ class GrokConfig:
 
     def for_platform(self, platform: str | None = None) -> GrokConfig:
         """This config with ``attention_impl`` / ``moe_impl`` "auto" resolved for ``platform``
-        ("cpu", "gpu", "tpu"; default: JAX's default backend) by ``AUTO_IMPLS``; explicit
-        choices are kept. A deviceless TPU compile (``plan --target``) passes "tpu"."""
-        import jax
-
-        auto = AUTO_IMPLS.get(platform or jax.default_backend(), AUTO_IMPLS["default"])
+        ("cpu", "gpu", "tpu"; default: ``current_platform()``, the current mesh's devices' or
+        JAX's default backend) by ``AUTO_IMPLS``; explicit choices are kept."""
+        auto = AUTO_IMPLS.get(platform or current_platform(), AUTO_IMPLS["default"])
         changes = {k: v for k, v in auto.items() if getattr(self, k) == "auto"}
         return self.replace(**changes) if changes else self
 

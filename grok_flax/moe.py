@@ -55,7 +55,7 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from grok_flax.axes import mesh_of, spec_for
-from grok_flax.config import GrokConfig
+from grok_flax.config import GrokConfig, current_platform
 from grok_flax.quant import QArray, as_float, linear_param, matmul
 
 
@@ -201,7 +201,7 @@ def auto_tile(pairs: int, num_experts: int, platform: str | None = None) -> int:
     twice the routed FLOPs (``docs/tpu_projection.md``).
     """
     mean = max(1, pairs // num_experts)
-    platform = platform or jax.default_backend()
+    platform = platform or current_platform()  # the current mesh's devices', else the backend
     if platform == "cpu":
         return min(256, max(64, 1 << (max(1, mean // 2) - 1).bit_length()))
     floor = 128 if platform == "tpu" else 256

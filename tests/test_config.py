@@ -53,3 +53,36 @@ def test_json_round_trip_and_defaults(tmp_path):
 def test_unknown_field_is_named():
     with pytest.raises(ValueError, match="num_layerz"):
         GrokConfig.from_json('{"num_layerz": 3}')
+
+
+def test_auto_impls_follow_the_platform_being_compiled_for():
+    """'auto' resolves for the current mesh's devices (a deviceless TPU slice under
+    jax.set_mesh, though JAX's backend is the CPU), else for JAX's backend; explicit choices
+    stay; the MoE tile rule follows the same platform."""
+    import jax
+    from jax.sharding import AbstractDevice, AbstractMesh, AxisType
+
+    from grok_flax.config import current_platform
+    from grok_flax.moe import auto_tile
+
+    cfg = GrokConfig.tiny(attention_impl="auto", moe_impl="auto")
+    assert current_platform() == jax.default_backend() == "cpu"
+    assert (cfg.for_platform().attention_impl, cfg.for_platform().moe_impl) == (
+        "chunked",
+        "sparse",
+    )
+    assert cfg.for_platform("gpu").attention_impl == "chunked"
+    tpu = AbstractMesh(
+        (1, 8),
+        ("data", "model"),
+        axis_types=(AxisType.Auto,) * 2,
+        abstract_device=AbstractDevice(device_kind="TPU v5", num_cores=1, platform="tpu"),
+    )
+    with jax.sharding.use_abstract_mesh(tpu):
+        assert current_platform() == "tpu"
+        resolved = cfg.for_platform()
+        assert (resolved.attention_impl, resolved.moe_impl) == ("splash", "gmm")
+        assert auto_tile(1024, 8) == 128  # TPU's rule, not the host's 64
+        explicit = cfg.replace(attention_impl="naive", moe_impl="dense").for_platform()
+        assert (explicit.attention_impl, explicit.moe_impl) == ("naive", "dense")
+    assert auto_tile(1024, 8) == 64
