@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import re
 
-_HLO_DEF = re.compile(r"^\s*(?:ROOT )?%(\S+) = (\S+) ([\w-]+)\((.*)$")
+# a value's shape is one token, or a tuple "(f32[1,6144]{...}, f32[1,6144]{...})" with spaces
+# (XLA combines collectives into one tuple-shaped op: the k experts' all-reduce in decode)
+_HLO_DEF = re.compile(r"^\s*(?:ROOT )?%(\S+) = (\(.*?\)|\S+) ([\w-]+)\((.*)$")
 _HLO_HEADER = re.compile(r"^%(\S+) \((.*)\) -> .* \{$")
 
 
