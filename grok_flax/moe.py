@@ -33,7 +33,8 @@ Dispatch algorithms, all the same function:
 - ``"gmm"``: the same sort, then one Pallas TPU grouped matmul per weight (tokamax's Mosaic
   TPU ``ragged_dot``, the megablox kernel) that reads the int8 weight and applies the
   ``[E, G, out]`` scales inside the kernel, per block of the contracted axis; the kernel
-  visits only the row tiles the routing fills, so it serves decoding too (16-row tiles).
+  visits only the row tiles the routing fills (it can decode too, with 16-row tiles, when
+  asked per call: ``impl="gmm"``; the config's ``"gmm"`` decodes with ``gather``).
   On a mesh it runs per device (``jax.shard_map``): XLA refuses to partition a Mosaic
   kernel. TPU only; ``GrokConfig(pallas_interpret=True)`` runs the same kernel body as JAX
   operations anywhere (how it is tested on CPU). What "auto" picks on TPU
@@ -118,6 +119,12 @@ class MoE(nnx.Module):
         E = cfg.num_experts
         pairs = B * T * k
         xf, ef = x.reshape(B * T, D), experts.reshape(B * T, k)
+        if impl == "gmm" and pairs <= E and not explicit:
+            # decoding: gather reads exactly the chosen experts' int8 (Grok-1, v5p-8: 0.152
+            # GB per layer per chip, compiled); the kernel's own estimate charges its longest
+            # grid (1.19 GB), which the TPU plan cannot see past, so the config's "gmm" keeps
+            # the kernel for prefill, as "sparse" keeps tiled. impl="gmm" forces the kernel.
+            impl = "gather"
         mesh = _mesh_for(self.linear.get_value()) if impl == "gmm" else None
         problem = gmm_unsupported(D, cfg.ffn_size, mesh) if impl == "gmm" else None
         if problem and self.cfg.moe_impl == "auto" and not explicit:
@@ -521,13 +528,12 @@ def gmm_dispatch(x, experts, w, wv, w1, num_experts: int, interpret=False, tile=
     rows are padded to whole tiles and to at least 128 (the kernel's minimum); padding rows
     belong to no expert, are never computed or written, and are dropped.
 
-    Decoding uses it too. For one Grok-1 token on v5p-8 (data=1, model=8; compiled by
-    XLA:TPU, never run) it reads the two chosen experts' int8 once — 151 MB per device,
-    two 16-row tiles — where ``gather_dispatch`` copies each chosen expert's slice into a
-    new layout before its matrix-vector products (XLA counts 454 MB accessed, 76 MB of
-    temporaries against the kernel path's 5 MB). XLA's cost analysis cannot show the
-    kernel's side: it takes the kernel's own static estimate, which assumes the longest grid
-    (every possible tile visit: 15 experts' worth of weight reads, 1.19 GB).
+    It can decode (two 16-row tiles for one token, by design reading the two chosen
+    experts' int8 once, 151 MB per device on v5p-8), but XLA's cost analysis cannot show
+    that: it takes the kernel's own static estimate, which assumes the longest grid (15
+    experts' worth of weight reads, 1.19 GB). ``gather_dispatch`` reads the same 151 MB as
+    XLA counts it (0.152 GB, compiled), so ``MoE`` decodes with gather unless a call asks
+    for ``impl="gmm"``.
 
     ``interpret``: run the kernel body as JAX operations (any backend; slow). Every
     non-expert dimension must be ≥ 128 (``gmm_unsupported``)."""
