@@ -22,8 +22,10 @@ computes bf16 dots with f32 intermediates. On a machine with the mesh's accelera
 **XLA:TPU** on this machine, without a TPU: libtpu's deviceless topologies give the slice's
 devices to compile for (``scale.mesh.topology_mesh``). Memory, HLO and the TPU cost model
 (``cost_analysis()``: flops, bytes accessed, ``optimal_seconds``) are then the production
-compiler's; nothing is run. ``cost=True`` adds figures for the *whole* model (the compiled
-cost analysis counts a loop's body once: see ``whole_model_cost``) beside the ideal.
+compiler's; nothing is run. ``cost=True`` adds figures for the *whole* model beside the
+ideal, summed from parts compiled alone (the compiled cost analysis counts a loop's body
+once and charges a sliced operand whole: see ``whole_model_cost``). "auto" algorithms and
+tiles are resolved for the platform compiled for, never the host.
 
 Command line::
 
@@ -75,19 +77,29 @@ DEVICES: dict[str, tuple[str, int]] = {
     "tpu-v6e": ("Google TPU v6e Trillium (32 GiB HBM)", 32 * GiB),
 }
 # TPU chips as libtpu's deviceless topologies name them (``device.device_kind``): HBM per chip,
-# peak dense bf16 FLOP/s per chip and HBM bandwidth per chip, as Google publishes them on
-# the Cloud TPU system-architecture pages (cloud.google.com/tpu/docs/v4, /v5e, /v5p, /v6e):
-#   v4:  32 GiB HBM2, 275 TFLOP/s bf16, 1200 GB/s (a chip has 2 TensorCores; the deviceless
-#        v4 topology lists each core as a device, so a device holds half a chip)
-#   v5e: 16 GB HBM2, 197 TFLOP/s bf16 (394 int8), 819 GB/s
-#   v5p: 95 GB HBM2e, 459 TFLOP/s bf16 (918 int8), 2765 GB/s
-#   v6e: 32 GB HBM, 918 TFLOP/s bf16 (1836 int8), 1640 GB/s
+# peak dense bf16 FLOP/s per chip and HBM bandwidth per chip, as Google's Cloud TPU
+# system-architecture pages give them (read 2026-12; the pages' own units):
+#   v4:  https://cloud.google.com/tpu/docs/v4  — 275 TFLOP/s (bf16 or int8), HBM2 32 GiB,
+#        1200 GB/s. A chip has 2 TensorCores; the deviceless v4 topology lists each core as a
+#        device, so a device holds half a chip.
+#   v5e: https://cloud.google.com/tpu/docs/v5e — 197 TFLOP/s bf16, 393 TOP/s int8, HBM2 16 GB,
+#        819 GB/s (the page's newer table says "800 GiBps"; 819 GB/s is its HBM2 row).
+#   v5p: https://cloud.google.com/tpu/docs/v5p — 459 TFLOP/s bf16 (no int8 figure listed; the
+#        newer table lists FP8 459), HBM2e 95 GB ("95 GiB" in the newer table), 2765 GB/s.
+#   v6e: https://cloud.google.com/tpu/docs/v6e — 918 TFLOP/s bf16, 1836 TOP/s int8, 32 GB,
+#        1640 GB/s (an older version of the page says 1600).
 # Capacities are taken as GiB (as ``DEVICES`` above); usable HBM is a little less.
 TPU_CHIPS: dict[str, tuple[str, int, float, float]] = {
     "TPU v4": ("tpu-v4", 32 * GiB, 275e12, 1200e9),
     "TPU v5 lite": ("tpu-v5e", 16 * GiB, 197e12, 819e9),
     "TPU v5": ("tpu-v5p", 95 * GiB, 459e12, 2765e9),
     "TPU v6 lite": ("tpu-v6e", 32 * GiB, 918e12, 1640e9),
+}
+TPU_SOURCES = {
+    "TPU v4": "https://cloud.google.com/tpu/docs/v4",
+    "TPU v5 lite": "https://cloud.google.com/tpu/docs/v5e",
+    "TPU v5": "https://cloud.google.com/tpu/docs/v5p",
+    "TPU v6 lite": "https://cloud.google.com/tpu/docs/v6e",
 }
 
 DEVICE_ALIASES = {
@@ -122,6 +134,9 @@ class ProgramMemory:
     flops: float | None = None
     bytes_accessed: float | None = None
     optimal_seconds: float | None = None  # XLA:TPU's cost model; absent on CPU
+    # bytes read + written by copies of the whole KV memory outside the layer loop (a layout
+    # change XLA:TPU makes around the loop, ``_kv_copy_bytes``): real traffic every call
+    kv_copies: int = 0
     compiled: object = field(default=None, repr=False, compare=False)
 
     @property
@@ -131,13 +146,31 @@ class ProgramMemory:
 
 
 @dataclass
+class LoopTerm:
+    """A loop inside a layer whose body the compiled cost analysis counts once: what it is,
+    how many *more* iterations a layer runs per call (``extra``, possibly fractional: a mean),
+    and one iteration's cost compiled alone (per device)."""
+
+    what: str
+    extra: float
+    flops: float
+    bytes: float
+    seconds: float | None
+
+
+@dataclass
 class StepCost:
-    """One program's cost per device: compiled figures added up over the layers, and the
-    ideal. ``flops``/``bytes``/``seconds`` are the compiler's cost analysis (``seconds``: the
-    TPU cost model's ``optimal_seconds``; None on CPU) as ``fixed + L × layer``, the two
-    parts from unrolled compiles of a 1- and a 2-layer model (``whole_model_cost``);
-    ``check`` is the 4-layer compile's flops/bytes divided by that formula's (1.0 = it adds
-    up). ``ideal_*`` are modelled from the config (see ``ideal_cost``)."""
+    """One program's cost per device for the whole model, and the ideal.
+
+    ``flops``/``bytes``/``seconds`` (the TPU cost model's ``optimal_seconds``; None on CPU)
+    are ``fixed + L × (layer + loops) + kv_copies``: ``layer`` is one decoder layer compiled
+    alone with its own weights (nothing sliced from a stack), ``fixed`` the embedding, head
+    and sampling (a 1-layer model's compile less that layer), ``loops`` the further
+    iterations of the loops a layer's compile counts once (``LoopTerm``), ``kv_copies`` the
+    whole-KV-memory copies found in the compiled serving program (their seconds at the
+    chip's HBM bandwidth). ``check``: an unrolled compile of ``check_layers`` layers built
+    the same way (each layer its own weights) divided by ``fixed + n × layer`` plus its own
+    KV copies — flops, bytes, seconds (1.0 = it adds up). ``ideal_*``: ``ideal_cost``."""
 
     name: str
     tokens: int  # tokens per call (all rows)
@@ -146,13 +179,15 @@ class StepCost:
     seconds: float | None
     layer_flops: float
     layer_bytes: float
+    layer_seconds: float | None
+    fixed_flops: float
+    fixed_bytes: float
     ideal_flops: float
     ideal_bytes: float
-    check: tuple[float, float] | None = None
-    moe_loop: str | None = None  # what the compiled count misses (prefill's tile loop)
-    moe_flops: float = 0.0  # that part, added to ``flops`` (one tile compiled × (tiles − 1))
-    moe_bytes: float = 0.0
-    moe_seconds: float = 0.0
+    check: tuple[float, float, float | None] | None = None
+    check_layers: int = 0
+    loops: list[LoopTerm] = field(default_factory=list)
+    kv_copies: int = 0
 
 
 @dataclass
@@ -309,12 +344,14 @@ def _mesh(data: int, model: int, backend: str):
     return AbstractMesh((data, model), AXES)
 
 
-def _compile(name: str, step, args) -> ProgramMemory:
-    """AOT-compile one of generate's jitted steps on abstract arguments."""
+def _compile(name: str, step, args, kv_shape: tuple[int, ...] | None = None) -> ProgramMemory:
+    """AOT-compile one of generate's jitted steps on abstract arguments. ``kv_shape``: the KV
+    memory's per-device shape [L, B, S, K, H], to find copies of it (``_kv_copy_bytes``)."""
     t0 = time.perf_counter()
     compiled = step.lower(*args).compile()
     m = compiled.memory_analysis()
     cost = _cost(compiled)
+    copies = _kv_copy_bytes(compiled.as_text(), kv_shape) if kv_shape else 0
     return ProgramMemory(
         name,
         int(m.argument_size_in_bytes),
@@ -326,15 +363,43 @@ def _compile(name: str, step, args) -> ProgramMemory:
         flops=cost.get("flops"),
         bytes_accessed=cost.get("bytes accessed"),
         optimal_seconds=cost.get("optimal_seconds"),
+        kv_copies=copies,
         compiled=compiled,
     )
+
+
+_HLO_BYTES = {"pred": 1, "s8": 1, "u8": 1, "bf16": 2, "f16": 2, "f32": 4, "s32": 4, "f64": 8}
+_ENTRY_COPY = re.compile(r"^\s*%\S+ = (\w+)\[([\d,]*)\]\S* copy\(")
+
+
+def _kv_copy_bytes(hlo: str, kv_shape: tuple[int, ...]) -> int:
+    """Bytes read + written by ``copy`` instructions of the whole KV memory (one of k, v:
+    ``kv_shape`` per device) in the entry computation of compiled HLO text.
+
+    XLA:TPU lays the loop-carried KV memory out differently from the program's argument
+    (Grok-1 on v5p: one KV head per chip, and the loop wants it tiled with the head axis
+    minor), so a program whose layers index a stack of KV memories copies all of it in
+    before the layer loop and out after — every call. A layer compiled alone has no such
+    copy, so ``whole_model_cost`` adds these from the serving program itself. (The HLO text
+    is no API: if its format changes this finds nothing, and the report says none.)"""
+    entry = hlo[hlo.find("\nENTRY") :]
+    entry = entry[: entry.find("\n}")]
+    total = 0
+    for line in entry.splitlines():
+        m = _ENTRY_COPY.match(line)
+        if m and tuple(int(d) for d in m.group(2).split(",") if d) == tuple(kv_shape):
+            total += 2 * math.prod(kv_shape) * _HLO_BYTES.get(m.group(1), 4)
+    return total
 
 
 def _cost(compiled) -> dict[str, float]:
     """``compiled.cost_analysis()`` as one dict (older JAX returns a list of one)."""
     try:
         cost = compiled.cost_analysis()
-    except Exception:  # noqa: BLE001 - some backends have none
+    except Exception as e:  # noqa: BLE001 - some backends have none
+        import warnings
+
+        warnings.warn(f"no cost analysis: {str(e).splitlines()[0][:200]}", stacklevel=2)
         return {}
     if isinstance(cost, (list, tuple)):
         cost = cost[0] if cost else {}
@@ -360,6 +425,9 @@ def plan(
     compute_dtype: str = "bfloat16",
     target: str | None = None,
     cost: bool = False,
+    attention_impl: str | None = None,
+    moe_impl: str | None = None,
+    check_layers: int = 2,
 ) -> Plan:
     """Per-device memory of serving ``config`` on a ``(data, model)`` mesh.
 
@@ -380,7 +448,10 @@ def plan(
     installed; ``data × model`` must equal the slice's devices); the fit is then checked
     against the chip's HBM unless ``device_memory`` says otherwise. ``cost=True``: also the
     whole model's flops / bytes / cost-model time per call beside the ideal
-    (``whole_model_cost``: 5 more compiles of 1-, 2- and 4-layer models).
+    (``whole_model_cost``: a layer, a 1-layer model, the loop bodies and a ``check_layers``-
+    layer model compiled besides).
+    ``attention_impl`` / ``moe_impl``: override the config's choice ("auto" is resolved for
+    the platform compiled for — the *target's*, never the host's: ``GrokConfig.for_platform``).
     """
     t0 = time.perf_counter()
     cfg = GrokConfig.load(config) if isinstance(config, str) else config
@@ -394,7 +465,12 @@ def plan(
     data, model = int(mesh_shape.get("data", 1)), int(mesh_shape.get("model", 1))
     if context < 1 or batch < 1:
         raise ValueError(f"context and batch must be >= 1, got {context}, {batch}")
-    cfg = cfg.replace(compute_dtype=compute_dtype, sequence_len=max(cfg.sequence_len, context))
+    impls = {"attention_impl": attention_impl, "moe_impl": moe_impl}
+    cfg = cfg.replace(
+        compute_dtype=compute_dtype,
+        sequence_len=max(cfg.sequence_len, context),
+        **{k: v for k, v in impls.items() if v is not None},
+    )
     device, capacity = resolve_device_memory(device_memory)
 
     layout = None
@@ -416,6 +492,9 @@ def plan(
             device = f"{DEVICES[name][0]}" + (
                 f", 1/{per_chip} chip per device" if per_chip > 1 else ""
             )
+    # "auto" algorithms for the platform compiled for: a deviceless TPU compile runs with
+    # JAX_PLATFORMS=cpu, where the model itself would resolve them for the CPU
+    cfg = cfg.for_platform(_tile_platform(backend))
     if compile and isinstance(mesh, AbstractMesh):
         have = len(jax.devices("cpu" if backend == "cpu" else None))
         raise ValueError(
@@ -458,7 +537,7 @@ def plan(
         )
         if cost:
             peak_bw = TPU_CHIPS.get(chip or "", (None, None, None, None))[2:]
-            result.cost = whole_model_cost(result, mesh, *peak_bw)
+            result.cost = whole_model_cost(result, mesh, *peak_bw, check_layers=check_layers)
     result.seconds = time.perf_counter() - t0
     return result
 
@@ -495,12 +574,25 @@ def _with_tile(cfg: GrokConfig, pairs: int, platform: str | None) -> GrokConfig:
 
 
 def _compile_programs(
-    cfg: GrokConfig, mesh, context: int, batch: int, chunk: int, platform: str | None = None
+    cfg: GrokConfig,
+    mesh,
+    context: int,
+    batch: int,
+    chunk: int,
+    platform: str | None = None,
+    *,
+    layers_apart: bool = False,
 ):
     """AOT-compile generate's prefill (a ``chunk``-token call into a ``context``-slot KV
     memory) and decode step for ``cfg`` on ``mesh`` -> (prefill's other inputs' bytes per
     device, [prefill, decode] ``ProgramMemory``). ``platform``: the one the MoE's
-    ``moe_tile="auto"`` is resolved for (``_tile_platform``), per program."""
+    ``moe_tile="auto"`` is resolved for (``_tile_platform``), per program.
+
+    ``layers_apart=True`` (for ``whole_model_cost``'s check): each layer's weights are a
+    separate argument, stacked inside the program, so no layer is sliced from a stacked
+    argument (XLA folds the slice of the stack back to the argument). With the stack as the
+    argument, an unrolled program copies each layer's whole expert stack out of it before
+    taking the chosen experts (seen on XLA:TPU), which the serving program does not."""
     k = cfg.num_selected_experts
     prefill_cfg = _with_tile(cfg, batch * chunk * k, platform)
     decode_cfg = _with_tile(cfg, batch * k, platform)
@@ -536,19 +628,52 @@ def _compile_programs(
         ints(batch),
     )
     what = "prompt" if chunk == context else f"{chunk}-token chunk"
-    programs = [
-        _compile(
-            f"prefill ({what} → {context}-slot KV)",
-            prefill_step,
-            (gdef, state, mgdef, mstate, *prefill_in),
-        ),
-        _compile(
-            "decode (1 token + sampling)",
-            decode_step,
-            (decode_gdef, state, mgdef, mstate, *decode_in),
-        ),
+    k_leaf = jax.tree.leaves(mstate["k"])[0]
+    kv_shape = tuple(k_leaf.sharding.shard_shape(k_leaf.shape))
+    steps = [
+        (f"prefill ({what} → {context}-slot KV)", prefill_step, gdef, prefill_in),
+        ("decode (1 token + sampling)", decode_step, decode_gdef, decode_in),
     ]
+    programs = []
+    for name, step, graph, inputs in steps:
+        if layers_apart:
+            fn, params = _layers_apart(step, graph, mgdef, state, cfg.num_layers)
+            args = (*params, mstate, *inputs)
+        else:
+            fn, args = step, (graph, state, mgdef, mstate, *inputs)
+        programs.append(_compile(name, fn, args, kv_shape))
     return bytes_per_device(prefill_in), programs
+
+
+def _layers_apart(step, graph, mem_graph, state, n: int):
+    """``step`` (prefill_step / decode_step) with the model's ``n`` stacked layers taken as
+    ``n`` separate per-layer states, stacked inside the program -> (jitted function of
+    (layers, rest, memory, *inputs), (layers, rest) abstract arguments).
+
+    So no layer's weights are sliced out of a stacked argument: XLA folds the slice of a
+    stack it built back to the argument. (With the stack as the argument, an unrolled
+    program copies each layer's whole expert stack out of it before taking the chosen
+    experts — seen on XLA:TPU; the serving program, a scan, does not.) The KV memory stays
+    one stacked argument, as the model carries it: see ``whole_model_cost`` on what that
+    costs the check."""
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    def unstack(a):  # [n, ...] -> one layer's [...], sharded as the stack without its axis
+        spec = tuple(a.sharding.spec)[1:]
+        return jax.ShapeDtypeStruct(
+            a.shape[1:], a.dtype, sharding=NamedSharding(a.sharding.mesh, P(*spec))
+        )
+
+    one = jax.tree.map(unstack, state["layers"])
+    rest = {k: v for k, v in state.items() if k != "layers"}
+
+    def run(layers, rest, mem_state, *inputs):
+        stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *layers)  # [n, ...]
+        params = nnx.State({**rest, "layers": stacked})
+        return step(graph, params, mem_graph, mem_state, *inputs)
+
+    return jax.jit(run, donate_argnums=(2,)), ([one] * n, rest)
 
 
 # --- whole-model cost ------------------------------------------------------------------------
@@ -620,83 +745,250 @@ def ideal_cost(p: Plan, tokens_per_row: int, decode: bool) -> tuple[float, float
     return flops, nbytes
 
 
-def whole_model_cost(p: Plan, mesh, peak_flops=None, hbm_bandwidth=None) -> WholeModelCost:
+def _layer_alone_cost(cfg: GrokConfig, mesh, context: int, batch: int, tokens: int):
+    """One decoder layer compiled alone, as the serving programs run it (``tokens`` per row
+    into a ``context``-slot KV memory), with its *own* weights and a one-layer KV memory as
+    arguments — nothing sliced out of a stacked ``[L, ...]`` array, which the cost analysis
+    would charge whole. -> its cost analysis per device."""
+    from grok_flax import axes
+    from grok_flax.layer import DecoderLayer
+
+    layer = nnx.eval_shape(lambda: DecoderLayer(cfg, rngs=nnx.Rngs(0)))
+    graph, state = nnx.graphdef(layer), abstract_state(layer, mesh)
+    memory = nnx.eval_shape(lambda: KVMemory(cfg.replace(num_layers=1), batch, context))
+    mstate = abstract_state(memory, mesh)
+    k, v = jax.tree.leaves(mstate["k"])[0], jax.tree.leaves(mstate["v"])[0]  # [1, B, S, K, H]
+
+    def arg(dtype, *shape):
+        return jax.ShapeDtypeStruct(
+            shape, dtype, sharding=batch_sharding(mesh, len(shape), batch=batch)
+        )
+
+    h = arg(cfg.dtype, batch, tokens, cfg.emb_size)  # [B, T, D]
+    positions, k_valid = arg(jnp.int32, batch, tokens), arg(jnp.bool_, batch, context)
+    step = arg(jnp.int32, batch)
+
+    def one_layer(state, k, v, h, positions, k_valid, step):
+        def run(state, k, v, h, positions, k_valid, step):
+            h, (k, v), _ = nnx.merge(graph, state)(
+                h, positions, (k, v), k_valid=k_valid, step=step, layer=0
+            )
+            return h, k, v
+
+        def out_specs(mesh_):  # a mesh with Explicit axes states its outputs' shardings
+            return (
+                axes.spec_for(axes.ACTIVATION, h.shape, mesh_),
+                k.sharding.spec,
+                v.sharding.spec,
+            )
+
+        return axes.run_on_mesh(mesh, run, out_specs, state, k, v, h, positions, k_valid, step)
+
+    compiled = jax.jit(one_layer, donate_argnums=(1, 2)).lower(
+        state, k, v, h, positions, k_valid, step
+    )
+    return _cost(compiled.compile())
+
+
+def _key_block_cost(cfg: GrokConfig, mesh, batch: int, q_rows: int, k_rows: int):
+    """The chunked attention on one block of ``q_rows`` queries against one block of
+    ``k_rows`` keys (``attend_chunked`` with a single block each way), sharded as in the
+    model (rows over ``data``, KV heads over ``model``), compiled alone: one iteration of the
+    key-block loop, plus its once-per-query-block start and end (< 1 % of the block for
+    Grok-1: the final division of [qc, heads, H])."""
+    import warnings
+
+    from jax.sharding import NamedSharding
+
+    from grok_flax.attention import attend_chunked
+    from grok_flax.axes import spec_for
+
+    K, R, H = cfg.num_kv_heads, cfg.q_per_kv, cfg.key_size
+
+    def sds(shape, logical, dtype):
+        with warnings.catch_warnings():  # rows data does not divide are replicated: fine
+            warnings.simplefilter("ignore")
+            spec = spec_for(logical, shape, mesh)
+        return jax.ShapeDtypeStruct(shape, dtype, sharding=NamedSharding(mesh, spec))
+
+    q = sds((batch, q_rows, K, R, H), ("batch", None, "kv_heads", None, None), cfg.dtype)
+    kv = sds((batch, k_rows, K, H), ("batch", None, "kv_heads", None), cfg.dtype)
+    q_pos = sds((batch, q_rows), ("batch", None), jnp.int32)
+    k_pos = sds((batch, k_rows), ("batch", None), jnp.int32)
+    k_valid = sds((batch, k_rows), ("batch", None), jnp.bool_)
+    attend = partial(
+        attend_chunked,
+        multiplier=cfg.attn_output_multiplier,
+        cap=cfg.attn_logit_cap,
+        chunk=max(q_rows, k_rows),
+    )
+    return _cost(jax.jit(attend).lower(q, kv, kv, q_pos, k_pos, k_valid).compile())
+
+
+def attention_block_pairs(context: int, chunk: int, block: int) -> float:
+    """(query block, key block) pairs the chunked attention computes per ``chunk``-token
+    prefill call, as the mean over the calls of a full ``context``-token prompt: a pair
+    runs when one of its queries can see one of its keys (causal, filled slots); the rest
+    are skipped by its ``cond`` at run time. Blocks are ``min(block, chunk)`` queries and
+    ``min(block, context)`` keys, as ``attend_chunked`` cuts them."""
+    qc, kc = min(block, chunk), min(block, context)
+    key_blocks, calls = -(-context // kc), -(-context // chunk)
+    total = 0
+    for i in range(calls):
+        for j in range(-(-chunk // qc)):
+            last = i * chunk + min((j + 1) * qc, chunk) - 1  # the block's last position
+            total += min(key_blocks, last // kc + 1)
+    return total / calls
+
+
+def whole_model_cost(
+    p: Plan, mesh, peak_flops=None, hbm_bandwidth=None, *, check_layers: int = 2
+) -> WholeModelCost:
     """Flops, bytes accessed and cost-model seconds per device of the plan's prefill call
     and decode step for the *whole* model, beside the ideal (``ideal_cost``).
 
-    The compiler's cost analysis counts a loop's body once: for the scanned model it
-    reports about one layer (the 64-layer Grok-1 prefill chunk and a 1-layer model give the
-    same flops). So the model is compiled unrolled (``scan_layers=False``) with 1 and 2
-    layers — ``layer = c(2) − c(1)``, ``fixed = c(1) − layer`` (embedding, head, sampling) —
-    and the whole model is ``fixed + L × layer``; a 4-layer unrolled compile checks it
-    (``StepCost.check``). The prefill's tiled MoE dispatch runs its tiles in a loop too
-    (``lax.map`` over tiles, each a ``cond``), whose body the cost analysis counts once
-    (compiles of one layer with 64-, 128- and 256-row tiles differ by exactly one tile): one
-    tile is compiled alone and added for each further tile of *balanced* routing (every
-    expert gets its share of the chunk's token-expert pairs; real routing adds up to one
-    tile per expert), labelled as such. The chunked attention's loop over key blocks is
-    counted once too and not yet added: the prefill's attention-score FLOPs are low."""
+    The compiler's cost analysis counts a loop's body once (the scanned 64-layer Grok-1 and
+    a 1-layer model report the same flops), and charges a fusion that slices an operand
+    the whole operand when the slice is fused into a matmul (a layer of the stacked
+    ``[L, ...]`` weights or KV memory): so the serving programs' own figures add up neither
+    the layers nor their bytes. Here the whole is summed from parts compiled alone:
+
+    - ``layer``: one decoder layer with its own weights (``_layer_alone_cost``);
+    - ``fixed``: a 1-layer model unrolled (its ``[1, ...]`` stacks are the whole arrays)
+      less that layer: embedding, final norm, un-embedding, sampling;
+    - loops a layer's compile counts once, each body compiled alone and added for every
+      further iteration (``LoopTerm``): the prefill's MoE tiles (``lax.map`` + ``cond``;
+      *balanced* routing: every expert gets its share of the chunk's token-expert pairs,
+      real routing adds up to one partly filled tile per expert) and the chunked
+      attention's (query block, key block) pairs (``attention_block_pairs``: the mean over
+      a full-length prompt's chunks, the skipped blocks left out);
+    - the copies of the whole KV memory the serving program makes around its layer loop
+      (``_kv_copy_bytes``, read from its HLO), at the chip's HBM bandwidth.
+
+    ``fixed + L × (layer + loops) + copies``. The check: an unrolled model of
+    ``check_layers`` layers, each with its own weights (``_compile_programs(...,
+    layers_apart=True)``), against ``fixed + n × layer`` + its copies (its loops are
+    counted once per layer, as the layer's)."""
     from grok_flax.moe import auto_tile
 
     cfg, L = p.config, p.config.num_layers
     chunk = p.prefill_chunk or p.context
-    compiled = {}
-    for n in (1, 2, 4):
-        small = cfg.replace(num_layers=n, scan_layers=False)
-        compiled[n] = _compile_programs(
-            small, mesh, p.context, p.batch, chunk, _tile_platform(p.backend)
-        )[1]
+    platform = _tile_platform(p.backend)
+    one = _compile_programs(
+        cfg.replace(num_layers=1, scan_layers=False), mesh, p.context, p.batch, chunk, platform
+    )[1]
+    n = max(1, check_layers)
+    checked = _compile_programs(
+        cfg.replace(num_layers=n, scan_layers=False),
+        mesh,
+        p.context,
+        p.batch,
+        chunk,
+        platform,
+        layers_apart=True,
+    )[1]
     steps = []
-    for i, (name, tokens, decode) in enumerate(
-        [(p.programs[0].name, chunk, False), (p.programs[1].name, 1, True)]
+    for i, (serving, tokens, decode) in enumerate(
+        [(p.programs[0], chunk, False), (p.programs[1], 1, True)]
     ):
-        c1, c2, c4 = (compiled[n][i] for n in (1, 2, 4))
-
-        def whole(attr, n=L, c1=c1, c2=c2):
-            a, b = getattr(c1, attr), getattr(c2, attr)
-            return None if a is None or b is None else (a - (b - a)) + n * (b - a)
-
-        check = (c4.flops / whole("flops", 4), c4.bytes_accessed / whole("bytes_accessed", 4))
-        ideal_flops, ideal_bytes = ideal_cost(p, tokens, decode)
-        step = StepCost(
-            name=name,
-            tokens=p.batch * tokens,
-            flops=whole("flops"),
-            bytes=whole("bytes_accessed"),
-            seconds=whole("optimal_seconds"),
-            layer_flops=c2.flops - c1.flops,
-            layer_bytes=c2.bytes_accessed - c1.bytes_accessed,
-            ideal_flops=ideal_flops,
-            ideal_bytes=ideal_bytes,
-            check=check,
-        )
         pairs = p.batch * tokens * cfg.num_selected_experts
-        if cfg.moe_impl in ("sparse", "tiled") and not (
-            cfg.moe_impl == "sparse" and pairs <= cfg.num_experts
-        ):
-            tile = cfg.moe_tile
-            if tile == "auto":
-                tile = auto_tile(pairs, cfg.num_experts, _tile_platform(p.backend))
-            tile = max(1, min(tile, pairs))
-            per_expert = -(-pairs // cfg.num_experts)
-            tiles = cfg.num_experts * -(-per_expert // tile)
-            t = _expert_tile_cost(cfg, mesh, tile)
-            # the compiled layer already holds the loop body (one tile) once
-            more = max(0, tiles - 1)
-            step.moe_loop = (
-                f"MoE tile loop: {tiles} tiles of {tile} rows per layer for {pairs} "
-                f"token-expert pairs (balanced routing); the compiled layer counts one, "
-                f"so one tile compiled alone × {more} × {L}"
+        step_cfg = _with_tile(cfg, pairs, platform)
+        layer = _layer_alone_cost(step_cfg, mesh, p.context, p.batch, tokens)
+        c1, cn = one[i], checked[i]
+        has_seconds = c1.optimal_seconds is not None and "optimal_seconds" in layer
+        lf, lb = layer.get("flops", 0.0), layer.get("bytes accessed", 0.0)
+        ls = layer.get("optimal_seconds") if has_seconds else None
+        ff, fb = c1.flops - lf, c1.bytes_accessed - lb
+        fs = c1.optimal_seconds - ls if has_seconds else None
+
+        def copy_seconds(nbytes):
+            return nbytes / hbm_bandwidth if hbm_bandwidth else 0.0
+
+        loops = _loop_terms(step_cfg, mesh, p, tokens, chunk, pairs, auto_tile, platform)
+        per_layer = [
+            lf + sum(t.extra * t.flops for t in loops),
+            lb + sum(t.extra * t.bytes for t in loops),
+            None if ls is None else ls + sum(t.extra * (t.seconds or 0.0) for t in loops),
+        ]
+        predicted = (
+            ff + n * lf,
+            fb + n * lb + cn.kv_copies,
+            None if ls is None else fs + n * ls + copy_seconds(cn.kv_copies),
+        )
+        measured = (cn.flops, cn.bytes_accessed, cn.optimal_seconds)
+        check = None  # the check program's cost analysis may be missing (then: no check)
+        if None not in measured[:2]:
+            check = tuple(
+                None if m is None or q is None else m / q
+                for m, q in zip(measured, predicted, strict=True)
             )
-            step.moe_flops = L * more * t.get("flops", 0.0)
-            step.moe_bytes = L * more * t.get("bytes accessed", 0.0)
-            step.moe_seconds = L * more * t.get("optimal_seconds", 0.0)
-            step.flops += step.moe_flops
-            step.bytes += step.moe_bytes
-            if step.seconds is not None:
-                step.seconds += step.moe_seconds
-        steps.append(step)
+        ideal_flops, ideal_bytes = ideal_cost(p, tokens, decode)
+        steps.append(
+            StepCost(
+                name=serving.name,
+                tokens=p.batch * tokens,
+                flops=ff + L * per_layer[0],
+                bytes=fb + L * per_layer[1] + serving.kv_copies,
+                seconds=None
+                if ls is None
+                else fs + L * per_layer[2] + copy_seconds(serving.kv_copies),
+                layer_flops=lf,
+                layer_bytes=lb,
+                layer_seconds=ls,
+                fixed_flops=ff,
+                fixed_bytes=fb,
+                ideal_flops=ideal_flops,
+                ideal_bytes=ideal_bytes,
+                check=check,
+                check_layers=n,
+                loops=loops,
+                kv_copies=serving.kv_copies,
+            )
+        )
     return WholeModelCost(steps, peak_flops, hbm_bandwidth)
+
+
+def _loop_terms(cfg, mesh, p: Plan, tokens, chunk, pairs, auto_tile, platform) -> list[LoopTerm]:
+    """The loops one layer of a ``tokens``-per-row call runs whose body its compiled cost
+    counts once, each with one iteration compiled alone (see ``whole_model_cost``)."""
+    terms = []
+    E = cfg.num_experts
+    moe = cfg.moe_impl
+    if moe in ("sparse", "tiled") and not (moe == "sparse" and pairs <= E):
+        tile = cfg.moe_tile
+        if tile == "auto":
+            tile = auto_tile(pairs, E, platform)
+        tile = max(1, min(tile, pairs))
+        per_expert = -(-pairs // E)  # every expert's share of the pairs (balanced)
+        tiles = E * -(-per_expert // tile)  # in whole tiles
+        t = _expert_tile_cost(cfg, mesh, tile)
+        terms.append(
+            LoopTerm(
+                f"MoE tiles: {tiles} of {tile} rows per layer for {pairs} token-expert pairs "
+                f"(balanced routing), one tile compiled alone",
+                tiles - 1,
+                t.get("flops", 0.0),
+                t.get("bytes accessed", 0.0),
+                t.get("optimal_seconds"),
+            )
+        )
+    if tokens > 1 and cfg.attention_impl == "chunked":
+        block = cfg.attention_chunk
+        mean = attention_block_pairs(p.context, chunk, block)
+        qc, kc = min(block, chunk), min(block, p.context)
+        t = _key_block_cost(cfg, mesh, p.batch, qc, kc)
+        terms.append(
+            LoopTerm(
+                f"attention blocks: {mean:g} ({qc}-query × {kc}-key) blocks per layer, the "
+                f"mean over a {p.context}-token prompt's {chunk}-token calls (blocks no "
+                f"query sees are skipped), one block compiled alone",
+                mean - 1,
+                t.get("flops", 0.0),
+                t.get("bytes accessed", 0.0),
+                t.get("optimal_seconds"),
+            )
+        )
+    return terms
 
 
 def resolve_device_memory(value) -> tuple[str | None, int | None]:
@@ -749,6 +1041,8 @@ def format_plan(p: Plan) -> str:
         f"mesh data={p.data} × model={p.model} ({p.devices} devices), context "
         f"{p.context}, batch {p.batch}, compute {cfg.compute_dtype}"
     )
+    if p.programs:
+        lines.append(_algorithms(p))
     lines.append("")
     lines.append("per device (exact, from the sharded abstract state):")
 
@@ -841,31 +1135,71 @@ def _format_cost(p: Plan) -> list[str]:
             f"{'-' if roof is None else f'{roof * 1e3:.3f}':>11}"
         )
     for s in c.steps:
+        ms = "" if s.layer_seconds is None else f", {s.layer_seconds * 1e3:.4f} ms"
         lines.append(
-            f"  {s.name.split(' ')[0]}: one layer {s.layer_flops / 1e9:.2f} GFLOP, "
-            f"{s.layer_bytes / GB:.3f} GB; 4-layer compile / fixed + 4 × layer = "
-            f"{s.check[0]:.3f} (flops), {s.check[1]:.3f} (bytes)"
+            f"  {s.name.split(' ')[0]}: one layer alone {s.layer_flops / 1e9:.3f} GFLOP, "
+            f"{s.layer_bytes / GB:.4f} GB{ms}; the rest (embedding, head, sampling) "
+            f"{s.fixed_flops / 1e9:.3f} GFLOP, {s.fixed_bytes / GB:.4f} GB"
         )
-        if abs(s.check[1] - 1) > 0.05:
+        for t in s.loops:
             lines.append(
-                "    bytes do not add up over layers: XLA's cost analysis counts the whole "
-                "operand of a fusion that slices it (a layer of the stacked [L, ...] weights, "
-                "the embedding row): bytes and cost-model ms are upper bounds, not estimates"
+                f"    + {t.what}: {t.extra:g} more × {p.config.num_layers} layers × "
+                f"{t.flops / 1e9:.3f} GFLOP, {t.bytes / GB:.4f} GB"
             )
-        if s.moe_loop:
+        if s.kv_copies:
             lines.append(
-                f"    + {s.moe_loop}: {s.moe_flops / 1e9:.1f} GFLOP, {s.moe_bytes / GB:.3f} GB"
+                f"    + copies of the whole KV memory around the layer loop (in its HLO): "
+                f"{s.kv_copies / GB:.3f} GB"
             )
+        if s.check is None:
+            lines.append(f"    check: no cost analysis for the {s.check_layers}-layer compile")
+            continue
+        sec = "" if s.check[2] is None else f", {s.check[2]:.3f} (cost-model time)"
+        lines.append(
+            f"    check: {s.check_layers}-layer unrolled compile (each layer its own "
+            f"weights) / (rest + {s.check_layers} × layer) = {s.check[0]:.3f} (flops), "
+            f"{s.check[1]:.3f} (bytes){sec}"
+        )
     lines.append(
-        "  compiled cost analysis of unrolled 1-, 2- and 4-layer models, summed as "
-        "fixed + L × layer; nothing was run"
+        "  compiled cost analyses summed as rest + L × (layer + loops) + KV copies; nothing was run"
     )
     if c.peak_flops:
         lines.append(
             f"  roofline: max(ideal FLOPs / {c.peak_flops / 1e12:.0f} TFLOP/s, ideal bytes / "
-            f"{c.hbm_bandwidth / 1e9:.0f} GB/s), {p.chip}'s published peak bf16 and HBM figures"
+            f"{c.hbm_bandwidth / 1e9:.0f} GB/s), {p.chip}'s published peak bf16 and HBM "
+            f"figures ({TPU_SOURCES.get(p.chip, 'plan.TPU_CHIPS')})"
         )
     return lines
+
+
+def _algorithms(p: Plan) -> str:
+    """Which attention and MoE algorithms the compiled programs use, as resolved for the
+    platform compiled for: "attention: chunked, MoE: sparse (prefill tiled, tile 128;
+    decode gather)"."""
+    from grok_flax.moe import auto_tile
+
+    cfg = p.config
+    chunk = p.prefill_chunk or p.context
+    platform = _tile_platform(p.backend)
+    parts = []
+    for what, tokens in (("prefill", chunk), ("decode", 1)):
+        pairs = p.batch * tokens * cfg.num_selected_experts
+        impl = cfg.moe_impl
+        if impl == "sparse":
+            impl = "gather" if pairs <= cfg.num_experts else "tiled"
+        if impl == "tiled":
+            tile = _with_tile(cfg, pairs, platform).moe_tile
+            if tile == "auto":
+                tile = auto_tile(pairs, cfg.num_experts, platform)
+            impl = f"{impl}, tile {min(tile, pairs)}"
+        elif impl == "gmm" and cfg.moe_tile == "auto":
+            from grok_flax import moe
+
+            rule = getattr(moe, "gmm_tile", None)  # the kernel's own rule, where it exists
+            impl = impl if rule is None else f"gmm, tile {rule(pairs, cfg.num_experts)}"
+        parts.append(f"{what} {impl}")
+    attention = cfg.attention_impl
+    return f"attention: {attention} (decode: one pass), MoE: {cfg.moe_impl} ({'; '.join(parts)})"
 
 
 # --- command line ----------------------------------------------------------------------------
@@ -920,7 +1254,19 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
         "--cost",
         action="store_true",
         help="also the whole model's flops / bytes / cost-model time per call beside the "
-        "ideal (compiles 1-, 2- and 4-layer models too)",
+        "ideal (compiles a layer, 1- and 2-layer models and the loop bodies alone too)",
+    )
+    parser.add_argument(
+        "--attention-impl",
+        default=None,
+        help="attention algorithm (the config's choice otherwise): auto, naive, chunked, "
+        "tokamax, splash; 'auto' is resolved for the platform compiled for (--target: TPU)",
+    )
+    parser.add_argument(
+        "--moe-impl",
+        default=None,
+        help="MoE dispatch (the config's choice otherwise): auto, dense, sparse, gather, "
+        "tiled, ragged, tokamax, gmm; 'auto' is resolved for the platform compiled for",
     )
     parser.add_argument(
         "--backend",
@@ -976,6 +1322,8 @@ def run_plan(args: argparse.Namespace) -> int:
         prefill_chunk=args.prefill_chunk or None,
         target=target if compile_ else None,
         cost=getattr(args, "cost", False) and compile_,
+        attention_impl=getattr(args, "attention_impl", None),
+        moe_impl=getattr(args, "moe_impl", None),
     )
     print(result.report())
     fits = result.fits()
@@ -985,6 +1333,8 @@ def run_plan(args: argparse.Namespace) -> int:
 __all__ = [
     "DEVICES",
     "TPU_CHIPS",
+    "TPU_SOURCES",
+    "attention_block_pairs",
     "Plan",
     "ProgramMemory",
     "StepCost",
