@@ -408,9 +408,7 @@ class Attention(nnx.Module):
         return_weights = "attention" in capture
         args = (q, k.astype(x.dtype), v.astype(x.dtype), positions, k_pos, k_valid)
         kw = dict(multiplier=cfg.attn_output_multiplier, cap=cfg.attn_logit_cap)
-        impl = cfg.for_platform().attention_impl  # "auto" -> this backend's choice
-        if impl == "splash" and cfg.attention_impl == "auto" and cfg.key_size < SPLASH_LANES:
-            impl = "chunked"  # "auto" on TPU, heads narrower than the kernel's 128 lanes
+        impl = cfg.for_platform().attention_impl  # "auto" -> this platform's choice
         with jax.named_scope("attention"):
             # one token per row (decode): a single pass over the memory, no chunk loop
             if return_weights or impl == "naive" or T == 1:

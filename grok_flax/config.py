@@ -22,7 +22,8 @@ _ATTENTION_IMPLS = ("auto", "naive", "chunked", "tokamax", "splash")
 _MOE_IMPLS = ("auto", "dense", "sparse", "gather", "tiled", "ragged", "tokamax", "gmm")
 # what attention_impl / moe_impl "auto" become per platform (GrokConfig.for_platform): the XLA
 # paths everywhere but TPU, where the TPU plan's compiled figures choose the Pallas kernels
-# (docs/tpu_projection.md); a platform not listed takes "default"
+# (Grok-1 on v5p-8: a third of the prefill temporaries, 0.72x the cost-model time;
+# docs/tpu_projection.md); a platform not listed takes "default"
 AUTO_IMPLS = {
     "default": {"attention_impl": "chunked", "moe_impl": "sparse"},
     "tpu": {"attention_impl": "splash", "moe_impl": "gmm"},
@@ -100,17 +101,18 @@ class GrokConfig:
     # "naive": full T×S logits (reference); "chunked": online softmax over blocks; "tokamax":
     # tokamax.dot_product_attention (flash kernels on GPU/TPU; needs the `kernels` extra);
     # "splash": Pallas TPU splash attention (jax.experimental), the 30·tanh cap in the kernel;
-    # "auto": per platform (AUTO_IMPLS, GrokConfig.for_platform)
-    attention_impl: str = "chunked"
+    # "auto": per platform (AUTO_IMPLS, GrokConfig.for_platform): chunked but on TPU
+    attention_impl: str = "auto"
     attention_chunk: int = 512  # query/key block size of the chunked attention
     # "dense": reference all-experts; "sparse": only routed pairs (tiled/gather); "ragged":
     # grouped matmuls (lax.ragged_dot); "tokamax": tokamax.ragged_dot reading int8 in the
     # kernel (GPU/TPU; needs the `kernels` extra); "gmm": tokamax's Pallas TPU grouped matmul
-    # (megablox) reading int8; "auto": per platform (AUTO_IMPLS, GrokConfig.for_platform)
-    moe_impl: str = "sparse"
+    # (megablox) reading int8; "auto": per platform (AUTO_IMPLS, GrokConfig.for_platform):
+    # sparse but on TPU
+    moe_impl: str = "auto"
     # rows per tile of the sorted, grouped expert matmul; "auto": on CPU half the mean rows
     # per expert as a power of two in 64..256, on GPU the mean in 256..1024, on TPU in
-    # 128..1024 (moe.auto_tile)
+    # 128..1024 (moe.auto_tile); gmm: the mean in 16..512 (moe.gmm_tile)
     moe_tile: int | str = "auto"
     scan_layers: bool = True  # one compiled layer under lax.scan (False: a Python loop)
     # run the Pallas TPU kernels ("splash", "gmm") in Pallas's interpret mode: the same kernel
@@ -232,11 +234,20 @@ class GrokConfig:
     def pdtype(self):
         return jnp.dtype(self.param_dtype)
 
-    def for_platform(self, platform: str | None = None) -> GrokConfig:
+    def for_platform(self, platform: str | None = None, model_parallel: int = 1) -> GrokConfig:
         """This config with ``attention_impl`` / ``moe_impl`` "auto" resolved for ``platform``
         ("cpu", "gpu", "tpu"; default: ``current_platform()``, the current mesh's devices' or
-        JAX's default backend) by ``AUTO_IMPLS``; explicit choices are kept."""
-        auto = AUTO_IMPLS.get(platform or current_platform(), AUTO_IMPLS["default"])
+        JAX's default backend) by ``AUTO_IMPLS``; explicit choices are kept.
+        ``model_parallel``: how many devices split the expert width (the mesh's ``model``
+        axis), for the kernels' width limit below."""
+        auto = dict(AUTO_IMPLS.get(platform or current_platform(), AUTO_IMPLS["default"]))
+        # the Pallas TPU kernels work on whole 128-lane blocks: a model narrower than that
+        # (the tests' small ones) takes the XLA path; "gmm" needs each device's share of the
+        # expert width >= 128 (MoE checks it again on its mesh)
+        if auto["attention_impl"] == "splash" and self.key_size < 128:
+            auto["attention_impl"] = AUTO_IMPLS["default"]["attention_impl"]
+        if auto["moe_impl"] == "gmm" and min(self.emb_size, self.ffn_size // model_parallel) < 128:
+            auto["moe_impl"] = AUTO_IMPLS["default"]["moe_impl"]
         changes = {k: v for k, v in auto.items() if getattr(self, k) == "auto"}
         return self.replace(**changes) if changes else self
 

@@ -65,7 +65,7 @@ def test_auto_impls_follow_the_platform_being_compiled_for():
     from grok_flax.config import current_platform
     from grok_flax.moe import auto_tile
 
-    cfg = GrokConfig.tiny(attention_impl="auto", moe_impl="auto")
+    cfg = GrokConfig.tiny(emb_size=256, key_size=128, attention_impl="auto", moe_impl="auto")
     assert current_platform() == jax.default_backend() == "cpu"
     assert (cfg.for_platform().attention_impl, cfg.for_platform().moe_impl) == (
         "chunked",

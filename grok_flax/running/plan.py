@@ -494,7 +494,7 @@ def plan(
             )
     # "auto" algorithms for the platform compiled for: a deviceless TPU compile runs with
     # JAX_PLATFORMS=cpu, where the model itself would resolve them for the CPU
-    cfg = cfg.for_platform(_tile_platform(backend))
+    cfg = cfg.for_platform(_tile_platform(backend), model_parallel=model)
     if compile and isinstance(mesh, AbstractMesh):
         have = len(jax.devices("cpu" if backend == "cpu" else None))
         raise ValueError(
@@ -566,10 +566,12 @@ def _tile_platform(backend: str) -> str | None:
 def _with_tile(cfg: GrokConfig, pairs: int, platform: str | None) -> GrokConfig:
     """``cfg`` with ``moe_tile="auto"`` resolved for ``pairs`` token-expert pairs on
     ``platform`` (unchanged when the tile is fixed or the platform is the default's)."""
-    from grok_flax.moe import auto_tile
+    from grok_flax.moe import auto_tile, gmm_tile
 
     if platform is None or cfg.moe_tile != "auto":
         return cfg
+    if cfg.moe_impl == "gmm":  # the kernel's own rule (16…512 rows: its VMEM budget)
+        return cfg.replace(moe_tile=gmm_tile(pairs, cfg.num_experts))
     return cfg.replace(moe_tile=auto_tile(pairs, cfg.num_experts, platform))
 
 
@@ -1185,18 +1187,15 @@ def _algorithms(p: Plan) -> str:
     for what, tokens in (("prefill", chunk), ("decode", 1)):
         pairs = p.batch * tokens * cfg.num_selected_experts
         impl = cfg.moe_impl
-        if impl == "sparse":
-            impl = "gather" if pairs <= cfg.num_experts else "tiled"
+        if impl == "sparse" or (impl == "gmm" and pairs <= cfg.num_experts):
+            impl = "gather" if pairs <= cfg.num_experts else "tiled"  # as MoE.__call__
         if impl == "tiled":
             tile = _with_tile(cfg, pairs, platform).moe_tile
             if tile == "auto":
                 tile = auto_tile(pairs, cfg.num_experts, platform)
             impl = f"{impl}, tile {min(tile, pairs)}"
-        elif impl == "gmm" and cfg.moe_tile == "auto":
-            from grok_flax import moe
-
-            rule = getattr(moe, "gmm_tile", None)  # the kernel's own rule, where it exists
-            impl = impl if rule is None else f"gmm, tile {rule(pairs, cfg.num_experts)}"
+        elif impl == "gmm":
+            impl = f"gmm, tile {_with_tile(cfg, pairs, 'tpu').moe_tile}"
         parts.append(f"{what} {impl}")
     attention = cfg.attention_impl
     return f"attention: {attention} (decode: one pass), MoE: {cfg.moe_impl} ({'; '.join(parts)})"
