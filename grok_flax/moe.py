@@ -127,8 +127,10 @@ class MoE(nnx.Module):
             impl = "gather"
         mesh = _mesh_for(self.linear.get_value()) if impl == "gmm" else None
         problem = gmm_unsupported(D, cfg.ffn_size, mesh) if impl == "gmm" else None
-        if problem and self.cfg.moe_impl == "auto" and not explicit:
-            impl = "sparse"  # "auto" on TPU for a model narrower than the kernel's 128
+        if self.cfg.moe_impl == "auto" and not explicit and impl == "gmm":
+            data = mesh.shape.get("data", 1) if mesh is not None else 1
+            if problem or data > 1:  # too narrow, or weights split over data (for_platform)
+                impl = "sparse"
         if impl == "sparse":
             impl = "gather" if pairs <= E else "tiled"
         tile = tile or cfg.moe_tile

@@ -72,6 +72,10 @@ def test_auto_impls_follow_the_platform_being_compiled_for():
         "sparse",
     )
     assert cfg.for_platform("gpu").attention_impl == "chunked"
+    # gmm would gather the weights' model width split over data: the XLA path there
+    on_data = cfg.for_platform("tpu", data_parallel=4)
+    assert (on_data.attention_impl, on_data.moe_impl) == ("splash", "sparse")
+    assert cfg.for_platform("tpu", model_parallel=8).moe_impl == "sparse"  # 344 / 8 < 128
     tpu = AbstractMesh(
         (1, 8),
         ("data", "model"),

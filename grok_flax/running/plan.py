@@ -494,7 +494,7 @@ def plan(
             )
     # "auto" algorithms for the platform compiled for: a deviceless TPU compile runs with
     # JAX_PLATFORMS=cpu, where the model itself would resolve them for the CPU
-    cfg = cfg.for_platform(_tile_platform(backend), model_parallel=model)
+    cfg = cfg.for_platform(_tile_platform(backend), model_parallel=model, data_parallel=data)
     if compile and isinstance(mesh, AbstractMesh):
         have = len(jax.devices("cpu" if backend == "cpu" else None))
         raise ValueError(
