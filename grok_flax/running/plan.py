@@ -1331,6 +1331,7 @@ def run_plan(args: argparse.Namespace) -> int:
 
 __all__ = [
     "DEVICES",
+    "LoopTerm",
     "TPU_CHIPS",
     "TPU_SOURCES",
     "attention_block_pairs",
