@@ -119,20 +119,14 @@ class MoE(nnx.Module):
         E = cfg.num_experts
         pairs = B * T * k
         xf, ef = x.reshape(B * T, D), experts.reshape(B * T, k)
-        if impl == "gmm" and pairs <= E and not explicit:
-            # decoding: gather reads exactly the chosen experts' int8 (Grok-1, v5p-8: 0.152
-            # GB per layer per chip, compiled); the kernel's own estimate charges its longest
-            # grid (1.19 GB), which the TPU plan cannot see past, so the config's "gmm" keeps
-            # the kernel for prefill, as "sparse" keeps tiled. impl="gmm" forces the kernel.
-            impl = "gather"
+        if not (explicit and impl == "gmm"):  # impl="gmm" per call forces the kernel
+            impl = dispatch_for(impl, pairs, E)
         mesh = _mesh_for(self.linear.get_value()) if impl == "gmm" else None
         problem = gmm_unsupported(D, cfg.ffn_size, mesh) if impl == "gmm" else None
         if self.cfg.moe_impl == "auto" and not explicit and impl == "gmm":
             data = mesh.shape.get("data", 1) if mesh is not None else 1
             if problem or data > 1:  # too narrow, or weights split over data (for_platform)
-                impl = "sparse"
-        if impl == "sparse":
-            impl = "gather" if pairs <= E else "tiled"
+                impl = dispatch_for("sparse", pairs, E)
         tile = tile or cfg.moe_tile
         if tile == "auto":
             tile = gmm_tile(pairs, E) if impl == "gmm" else auto_tile(pairs, E)
@@ -174,6 +168,18 @@ def combine_f32(out, gates, dtype):
     out = out.reshape(N, k, -1)  # one output per (token, chosen expert), f32
     gates = gates.astype(dtype).astype(out.dtype)
     return jnp.sum(gates[..., None] * out, axis=1)
+
+
+def dispatch_for(impl: str, pairs: int, num_experts: int) -> str:
+    """The dispatch ``impl`` runs for ``pairs`` token-expert pairs: ``"sparse"`` is ``gather``
+    while there are at most as many pairs as experts (decoding), else ``tiled``; ``"gmm"``
+    decodes with ``gather`` too — gather reads exactly the chosen experts' int8 (Grok-1,
+    v5p-8: 0.152 GB per layer per chip, compiled), while the kernel's own estimate charges
+    its longest grid (1.19 GB), which the TPU plan cannot see past — and keeps the kernel
+    for prefill. Other names are themselves."""
+    if impl in ("sparse", "gmm") and pairs <= num_experts:
+        return "gather"
+    return "tiled" if impl == "sparse" else impl
 
 
 def auto_tile(pairs: int, num_experts: int, platform: str | None = None) -> int:
@@ -655,6 +661,7 @@ __all__ = [
     "auto_tile",
     "combine",
     "dense_dispatch",
+    "dispatch_for",
     "expert_ffn",
     "gather_dispatch",
     "gelu_tanh",

@@ -53,6 +53,7 @@ from jax.sharding import AbstractMesh, Mesh
 from grok_flax.config import GrokConfig
 from grok_flax.kv_memory import KVMemory
 from grok_flax.model import Grok
+from grok_flax.moe import dispatch_for
 from grok_flax.running.steps import decode_step, prefill_step
 from grok_flax.scale.mesh import AXES, make_mesh, parse_mesh_spec, topology_mesh
 from grok_flax.scale.sharding import abstract_state, batch_sharding, bytes_per_device
@@ -156,6 +157,17 @@ class LoopTerm:
     flops: float
     bytes: float
     seconds: float | None
+
+    @classmethod
+    def compiled(cls, what: str, extra: float, cost: dict[str, float]) -> "LoopTerm":
+        """From one iteration's compiled cost analysis (``_cost``)."""
+        return cls(
+            what,
+            extra,
+            cost.get("flops", 0.0),
+            cost.get("bytes accessed", 0.0),
+            cost.get("optimal_seconds"),
+        )
 
 
 @dataclass
@@ -575,6 +587,16 @@ def _with_tile(cfg: GrokConfig, pairs: int, platform: str | None) -> GrokConfig:
     return cfg.replace(moe_tile=auto_tile(pairs, cfg.num_experts, platform))
 
 
+def _tile(cfg: GrokConfig, pairs: int, platform: str | None) -> int:
+    """The rows per MoE tile the compiled program uses for ``pairs`` token-expert pairs:
+    ``moe_tile``, or "auto" resolved as the program resolves it (``_with_tile``, else the
+    default backend's rule)."""
+    from grok_flax.moe import auto_tile
+
+    tile = _with_tile(cfg, pairs, platform).moe_tile
+    return auto_tile(pairs, cfg.num_experts, platform) if tile == "auto" else tile
+
+
 def _compile_programs(
     cfg: GrokConfig,
     mesh,
@@ -871,8 +893,6 @@ def whole_model_cost(
     ``check_layers`` layers, each with its own weights (``_compile_programs(...,
     layers_apart=True)``), against ``fixed + n × layer`` + its copies (its loops are
     counted once per layer, as the layer's)."""
-    from grok_flax.moe import auto_tile
-
     cfg, L = p.config, p.config.num_layers
     chunk = p.prefill_chunk or p.context
     platform = _tile_platform(p.backend)
@@ -906,7 +926,7 @@ def whole_model_cost(
         def copy_seconds(nbytes):
             return nbytes / hbm_bandwidth if hbm_bandwidth else 0.0
 
-        loops = _loop_terms(step_cfg, mesh, p, tokens, chunk, pairs, auto_tile, platform)
+        loops = _loop_terms(step_cfg, mesh, p, tokens, chunk, pairs, platform)
         per_layer = [
             lf + sum(t.extra * t.flops for t in loops),
             lb + sum(t.extra * t.bytes for t in loops),
@@ -950,44 +970,34 @@ def whole_model_cost(
     return WholeModelCost(steps, peak_flops, hbm_bandwidth)
 
 
-def _loop_terms(cfg, mesh, p: Plan, tokens, chunk, pairs, auto_tile, platform) -> list[LoopTerm]:
+def _loop_terms(cfg, mesh, p: Plan, tokens, chunk, pairs, platform) -> list[LoopTerm]:
     """The loops one layer of a ``tokens``-per-row call runs whose body its compiled cost
     counts once, each with one iteration compiled alone (see ``whole_model_cost``)."""
     terms = []
     E = cfg.num_experts
-    moe = cfg.moe_impl
-    if moe in ("sparse", "tiled") and not (moe == "sparse" and pairs <= E):
-        tile = cfg.moe_tile
-        if tile == "auto":
-            tile = auto_tile(pairs, E, platform)
-        tile = max(1, min(tile, pairs))
+    if dispatch_for(cfg.moe_impl, pairs, E) == "tiled":
+        tile = max(1, min(_tile(cfg, pairs, platform), pairs))
         per_expert = -(-pairs // E)  # every expert's share of the pairs (balanced)
         tiles = E * -(-per_expert // tile)  # in whole tiles
-        t = _expert_tile_cost(cfg, mesh, tile)
         terms.append(
-            LoopTerm(
+            LoopTerm.compiled(
                 f"MoE tiles: {tiles} of {tile} rows per layer for {pairs} token-expert pairs "
                 f"(balanced routing), one tile compiled alone",
                 tiles - 1,
-                t.get("flops", 0.0),
-                t.get("bytes accessed", 0.0),
-                t.get("optimal_seconds"),
+                _expert_tile_cost(cfg, mesh, tile),
             )
         )
     if tokens > 1 and cfg.attention_impl == "chunked":
         block = cfg.attention_chunk
         mean = attention_block_pairs(p.context, chunk, block)
         qc, kc = min(block, chunk), min(block, p.context)
-        t = _key_block_cost(cfg, mesh, p.batch, qc, kc)
         terms.append(
-            LoopTerm(
+            LoopTerm.compiled(
                 f"attention blocks: {mean:g} ({qc}-query × {kc}-key) blocks per layer, the "
                 f"mean over a {p.context}-token prompt's {chunk}-token calls (blocks no "
                 f"query sees are skipped), one block compiled alone",
                 mean - 1,
-                t.get("flops", 0.0),
-                t.get("bytes accessed", 0.0),
-                t.get("optimal_seconds"),
+                _key_block_cost(cfg, mesh, p.batch, qc, kc),
             )
         )
     return terms
@@ -1178,22 +1188,15 @@ def _algorithms(p: Plan) -> str:
     """Which attention and MoE algorithms the compiled programs use, as resolved for the
     platform compiled for: "attention: chunked, MoE: sparse (prefill tiled, tile 128;
     decode gather)"."""
-    from grok_flax.moe import auto_tile
-
     cfg = p.config
     chunk = p.prefill_chunk or p.context
     platform = _tile_platform(p.backend)
     parts = []
     for what, tokens in (("prefill", chunk), ("decode", 1)):
         pairs = p.batch * tokens * cfg.num_selected_experts
-        impl = cfg.moe_impl
-        if impl == "sparse" or (impl == "gmm" and pairs <= cfg.num_experts):
-            impl = "gather" if pairs <= cfg.num_experts else "tiled"  # as MoE.__call__
+        impl = dispatch_for(cfg.moe_impl, pairs, cfg.num_experts)  # as MoE.__call__
         if impl == "tiled":
-            tile = _with_tile(cfg, pairs, platform).moe_tile
-            if tile == "auto":
-                tile = auto_tile(pairs, cfg.num_experts, platform)
-            impl = f"{impl}, tile {min(tile, pairs)}"
+            impl = f"{impl}, tile {min(_tile(cfg, pairs, platform), pairs)}"
         elif impl == "gmm":
             impl = f"gmm, tile {_with_tile(cfg, pairs, 'tpu').moe_tile}"
         parts.append(f"{what} {impl}")
